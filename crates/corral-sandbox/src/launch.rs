@@ -1,0 +1,197 @@
+//! The launcher: the host side of `corral run`. It prepares what only the host can (cgroups,
+//! the id-mapped workspace, the id maps), clones the supervisor into its namespaces, then
+//! waits, forwarding signals, until the sandbox ends.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+
+use nix::sys::signal::{SigSet, Signal, kill};
+use nix::sys::termios::{self, SetArg, Termios};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use crate::cgroup::{CgroupLayout, SandboxCgroup};
+use crate::error::SandboxError;
+use crate::plan::SandboxPlan;
+use crate::seccomp;
+use crate::supervisor::{self, SETUP_FAILED, SupervisorStart};
+use crate::sys::{self, Forked};
+use crate::userns;
+
+/// Namespaces every sandbox gets (the cgroup namespace is added from inside, once the
+/// supervisor has joined its cgroup).
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC;
+
+/// Signals the launcher passes on to the sandbox when another process sends them to corral.
+const RELAYED: &[Signal] = &[
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// How a sandbox ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The command's exit status (128 + signal when a signal killed it).
+    pub exit_code: i32,
+    /// Things the user should know (limits not enforced, protected files created, ...).
+    pub warnings: Vec<String>,
+}
+
+/// Runs `plan` to completion. Must be called while the process is single-threaded.
+///
+/// `on_warning` is called for each warning as soon as it is known (before the command runs),
+/// so the user sees it in order with the command's output.
+pub fn run(plan: &SandboxPlan, on_warning: &mut dyn FnMut(&str)) -> Result<i32, SandboxError> {
+    let programs = seccomp::compile()?;
+    let workspace_tree = userns::idmapped_workspace(&plan.workspace, &plan.identity)?;
+    let name = format!("corral-{}-{}", std::process::id(), unique_suffix());
+    let (cgroup, warnings) = SandboxCgroup::create(&CgroupLayout::detect(), &name, &plan.limits);
+    for warning in &warnings {
+        on_warning(warning);
+    }
+    let result = run_in_cgroup(plan, &cgroup, programs, workspace_tree);
+    cgroup.remove();
+    for path in &plan.protected_missing {
+        if path.symlink_metadata().is_ok() {
+            on_warning(&format!(
+                "the sandbox created {}, a protected path that can run code on the host later; review it before you trust it",
+                path.display()
+            ));
+        }
+    }
+    result
+}
+
+fn unique_suffix() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::from(now.subsec_nanos()) ^ now.as_secs()
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::Setup {
+        step: "create a pipe",
+        source: e.into(),
+    })
+}
+
+fn run_in_cgroup(
+    plan: &SandboxPlan,
+    cgroup: &SandboxCgroup,
+    seccomp: Vec<seccompiler::BpfProgram>,
+    workspace_tree: Option<OwnedFd>,
+) -> Result<i32, SandboxError> {
+    let (go_read, go_write) = pipe()?;
+    let (errors_read, errors_write) = pipe()?;
+    let terminal = nix::unistd::isatty(0).unwrap_or(false);
+    let mut relayed = SigSet::empty();
+    for signal in RELAYED {
+        relayed.add(*signal);
+    }
+    relayed.add(Signal::SIGCHLD);
+    // Blocked before the fork so no signal is lost; the supervisor sets its own mask.
+    let previous_mask = relayed
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .map_err(|e| SandboxError::Setup {
+            step: "block signals",
+            source: e.into(),
+        })?;
+
+    let child = match sys::clone_into_namespaces(NAMESPACES) {
+        Err(e) => {
+            let _ = previous_mask.thread_set_mask();
+            return Err(SandboxError::Namespaces(e));
+        }
+        Ok(Forked::Child) => {
+            drop(go_write);
+            drop(errors_read);
+            supervisor::run(SupervisorStart {
+                plan: plan.clone(),
+                go: go_read,
+                errors: Some(errors_write),
+                workspace_tree,
+                seccomp,
+                terminal,
+            })
+        }
+        Ok(Forked::Parent(pid)) => Pid::from_raw(pid),
+    };
+    drop(go_read);
+    drop(errors_write);
+    drop(workspace_tree);
+    let started = userns::write_id_maps(child.as_raw(), &plan.identity).and_then(|()| {
+        cgroup
+            .add_process(child.as_raw())
+            .map_err(|source| SandboxError::Setup {
+                step: "join the sandbox's cgroup",
+                source,
+            })
+    });
+    if let Err(e) = started {
+        let _ = kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        let _ = previous_mask.thread_set_mask();
+        return Err(e);
+    }
+    let _ = nix::unistd::write(&go_write, &[1]);
+    drop(go_write);
+
+    let mut message = String::new();
+    let _ = File::from(errors_read).read_to_string(&mut message);
+    if !message.is_empty() {
+        let _ = waitpid(child, None);
+        let _ = previous_mask.thread_set_mask();
+        return Err(SandboxError::Child(message));
+    }
+    let saved_terminal = if terminal { enter_raw_mode() } else { None };
+    let code = wait_relaying_signals(child, &relayed);
+    if let Some(saved) = saved_terminal {
+        let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, &saved);
+    }
+    let _ = previous_mask.thread_set_mask();
+    Ok(code)
+}
+
+/// Puts the host terminal in raw mode (the sandbox's own terminal does the line editing);
+/// returns the settings to restore.
+fn enter_raw_mode() -> Option<Termios> {
+    let saved = termios::tcgetattr(std::io::stdin()).ok()?;
+    let mut raw = saved.clone();
+    termios::cfmakeraw(&mut raw);
+    termios::tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, &raw).ok()?;
+    Some(saved)
+}
+
+/// Waits for the supervisor; signals other processes send to corral go to the sandbox (signals
+/// a terminal raises reach the supervisor directly, so they are not sent twice).
+fn wait_relaying_signals(child: Pid, relayed: &SigSet) -> i32 {
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return code,
+            Ok(WaitStatus::Signaled(_, signal, _)) => return 128 + signal as i32,
+            Ok(_) => {}
+            Err(_) => return SETUP_FAILED,
+        }
+        let Ok((signal, code)) = sys::wait_signal(relayed) else {
+            continue;
+        };
+        let sent_by_process =
+            code == libc::SI_USER || code == libc::SI_QUEUE || code == libc::SI_TKILL;
+        if signal != libc::SIGCHLD && sent_by_process {
+            if let Ok(signal) = Signal::try_from(signal) {
+                let _ = kill(child, signal);
+            }
+        }
+    }
+}
