@@ -48,6 +48,20 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// The identity for the calling process: as root, the sandbox runs as `root_host_uid` /
+    /// `root_host_gid`; otherwise as the caller's own uid and gid (the only ids an
+    /// unprivileged user may map).
+    pub fn for_caller(root_host_uid: u32, root_host_gid: u32) -> Self {
+        if crate::userns::is_host_root() {
+            Self::from_root(root_host_uid, root_host_gid)
+        } else {
+            Self::unprivileged(
+                nix::unistd::getuid().as_raw(),
+                nix::unistd::getgid().as_raw(),
+            )
+        }
+    }
+
     /// The identity used when corral runs as the unprivileged host user `uid`/`gid`.
     pub fn unprivileged(uid: u32, gid: u32) -> Self {
         Self::new(uid, gid, false)
@@ -204,7 +218,9 @@ impl PlanInput {
                 nix::unistd::getgid().as_raw(),
             )
         });
-        if identity.host_uid == 0 || identity.inside_uid == 0 {
+        // Mapping the sandbox to the caller's own uid never grants more than the caller has;
+        // only real root must pick another uid.
+        if (identity.host_root && identity.host_uid == 0) || identity.inside_uid == 0 {
             return Err(PlanError::RootIdentity);
         }
         let mut binds = Vec::new();

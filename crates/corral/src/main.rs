@@ -1,0 +1,44 @@
+//! `corral`: the command-line interface. Parses arguments and hands each subcommand to its
+//! module; no logic lives here.
+
+#![forbid(unsafe_code)]
+
+mod doctor_cmd;
+mod policy_cmd;
+mod run_cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Sandboxes for AI coding agents: every file, process, network and git-push action is decided
+/// by policy.
+#[derive(Parser)]
+#[command(name = "corral", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a command in a one-shot sandbox (exit status is the command's; 125 = corral failed).
+    Run(run_cmd::RunArgs),
+    /// Report what this kernel and user allow, and what `corral run` does without each.
+    Doctor,
+    /// Validate, show and query policy profiles.
+    Policy(policy_cmd::PolicyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run_cmd::run(args),
+        Command::Doctor => doctor_cmd::run(),
+        Command::Policy(args) => policy_cmd::run(args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("corral: {e:#}");
+        ExitCode::from(run_cmd::CORRAL_FAILED)
+    })
+}

@@ -1,0 +1,246 @@
+//! `corral run`: a one-shot sandbox around one command, like `bwrap` or `srt`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use corral_policy::Profile;
+use corral_sandbox::{Identity, Limits, PlanInput, launch};
+
+/// Exit status when corral itself failed (the command's own statuses pass through).
+pub const CORRAL_FAILED: u8 = 125;
+
+/// Unprivileged host uid/gid sandboxes run as when corral runs as root.
+const DEFAULT_HOST_ID: u32 = 65534;
+
+/// Toolchain directories in a home that go on `PATH` when the profile makes them readable.
+const TOOLCHAIN_BIN_DIRS: &[&str] = &["~/.cargo/bin", "~/.local/bin", "~/.pyenv/shims"];
+
+/// Terminal and locale settings passed through from the caller.
+const INHERITED_VARIABLES: &[&str] = &["TERM", "COLORTERM", "LANG", "LC_ALL", "TZ"];
+
+/// Arguments of `corral run`.
+#[derive(Args, Debug)]
+#[command(trailing_var_arg = true)]
+pub struct RunArgs {
+    /// Built-in profile: full, moderate or restricted.
+    #[arg(
+        long,
+        env = "CORRAL_PROFILE",
+        default_value = "restricted",
+        conflicts_with = "policy"
+    )]
+    profile: String,
+    /// A profile file (TOML) instead of a built-in profile.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Directory mounted read-write at /workspace (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Make a host path readable (at the same path) for this run.
+    #[arg(long = "read", value_name = "PATH")]
+    read: Vec<PathBuf>,
+    /// Make a host path writable (at the same path) for this run.
+    #[arg(long = "write", value_name = "PATH")]
+    write: Vec<PathBuf>,
+    /// Pass a variable: NAME=VALUE, or NAME to pass the caller's value.
+    #[arg(long = "env", value_name = "NAME[=VALUE]")]
+    env: Vec<String>,
+    /// Allow connections to HOST[:PORT] for this run (needs the egress proxy).
+    #[arg(long = "allow-net", value_name = "HOST[:PORT]")]
+    allow_net: Vec<String>,
+    /// Memory limit, e.g. 2G or 512M (overrides the profile).
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<String>,
+    /// CPU limit in cores, e.g. 1.5 (overrides the profile).
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Maximum number of processes and threads (overrides the profile).
+    #[arg(long, value_name = "N")]
+    pids: Option<u64>,
+    /// Host uid the sandbox runs as when corral runs as root.
+    #[arg(long, env = "CORRAL_HOST_UID", default_value_t = DEFAULT_HOST_ID)]
+    host_uid: u32,
+    /// Host gid the sandbox runs as when corral runs as root.
+    #[arg(long, env = "CORRAL_HOST_GID", default_value_t = DEFAULT_HOST_ID)]
+    host_gid: u32,
+    /// Print the sandbox plan as JSON instead of running it.
+    #[arg(long)]
+    dry_run: bool,
+    /// The command and its arguments.
+    #[arg(value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// What `corral run` takes from the caller's environment, read once at the edge.
+struct Caller {
+    cwd: PathBuf,
+    home: Option<PathBuf>,
+    variables: Vec<(String, String)>,
+}
+
+impl Caller {
+    fn from_process() -> anyhow::Result<Self> {
+        Ok(Self {
+            cwd: std::env::current_dir().context("cannot read the current directory")?,
+            home: std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .filter(|h| h.is_absolute()),
+            variables: std::env::vars().collect(),
+        })
+    }
+
+    fn variable(&self, name: &str) -> Option<&str> {
+        self.variables
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Runs `corral run`.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.allow_net.is_empty() {
+        bail!(
+            "--allow-net needs the egress proxy, which this build does not have yet: the sandbox has loopback only"
+        );
+    }
+    let caller = Caller::from_process()?;
+    let profile = match &args.policy {
+        Some(path) => Profile::load(path)?,
+        None => Profile::builtin(&args.profile)?,
+    };
+    let plan = plan_input(&args, &profile, &caller)?.build()?;
+    if args.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let code = launch::run(&plan, &mut |warning| {
+        eprintln!("corral: warning: {warning}")
+    })?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(CORRAL_FAILED)))
+}
+
+fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Result<PlanInput> {
+    let fs = &profile.filesystem;
+    let mut read_only = fs.read_only.clone();
+    read_only.extend(absolute_all(&args.read, &caller.cwd)?);
+    let mut read_write = fs.read_write.clone();
+    read_write.extend(absolute_all(&args.write, &caller.cwd)?);
+    let path_prepend = TOOLCHAIN_BIN_DIRS
+        .iter()
+        .filter(|dir| read_only.iter().any(|r| dir.starts_with(r.as_str())))
+        .map(|dir| dir.to_string())
+        .collect();
+    Ok(PlanInput {
+        command: args.command.clone(),
+        workspace: args.workspace.clone().unwrap_or_else(|| caller.cwd.clone()),
+        caller_cwd: Some(caller.cwd.clone()),
+        caller_home: caller.home.clone(),
+        read_only: read_only.clone(),
+        read_write,
+        hidden: fs.hidden.clone(),
+        protected: fs.protected.clone(),
+        exec_allow: profile.exec.allow.clone(),
+        home_writable: fs.home_writable,
+        path_prepend,
+        extra_env: environment(args, caller, &read_only)?,
+        limits: limits(args, profile)?,
+        identity: Some(Identity::for_caller(args.host_uid, args.host_gid)),
+        hostname: None,
+    })
+}
+
+fn absolute_all(paths: &[PathBuf], cwd: &Path) -> anyhow::Result<Vec<String>> {
+    paths
+        .iter()
+        .map(|p| {
+            let absolute = cwd.join(p);
+            let canonical = absolute.canonicalize().with_context(|| {
+                format!(
+                    "{} does not exist: --read and --write take existing paths",
+                    absolute.display()
+                )
+            })?;
+            Ok(canonical.to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Terminal and locale settings from the caller, toolchain homes the profile makes visible,
+/// then `--env` (which wins).
+fn environment(
+    args: &RunArgs,
+    caller: &Caller,
+    read_only: &[String],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut env: Vec<(String, String)> = INHERITED_VARIABLES
+        .iter()
+        .filter_map(|name| {
+            caller
+                .variable(name)
+                .map(|v| (name.to_string(), v.to_string()))
+        })
+        .collect();
+    if let Some(home) = &caller.home {
+        for (variable, dir) in [
+            ("RUSTUP_HOME", ".rustup"),
+            ("PYENV_ROOT", ".pyenv"),
+            ("NVM_DIR", ".nvm"),
+        ] {
+            let visible = read_only.iter().any(|r| r == &format!("~/{dir}"));
+            if visible && home.join(dir).is_dir() {
+                env.push((
+                    variable.into(),
+                    home.join(dir).to_string_lossy().into_owned(),
+                ));
+            }
+        }
+    }
+    for item in &args.env {
+        let (name, value) = match item.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => {
+                let value = caller.variable(item).with_context(|| {
+                    format!("--env {item}: {item} is not set in your environment; pass --env {item}=VALUE")
+                })?;
+                (item.clone(), value.to_string())
+            }
+        };
+        if name.is_empty() || name.contains(['\0']) {
+            bail!("--env {item:?}: expected NAME=VALUE or NAME");
+        }
+        env.push((name, value));
+    }
+    Ok(env)
+}
+
+fn limits(args: &RunArgs, profile: &Profile) -> anyhow::Result<Limits> {
+    let resources = &profile.resources;
+    let mut limits = Limits {
+        memory_max: resources.memory_max,
+        memory_high: resources.memory_high,
+        cpus: resources.cpus,
+        pids: resources.pids,
+    };
+    if let Some(memory) = &args.memory {
+        let bytes =
+            corral_policy::parse_size(memory).with_context(|| format!("--memory {memory}"))?;
+        limits.memory_max = Some(bytes);
+        limits.memory_high = limits.memory_high.filter(|high| *high < bytes);
+    }
+    if let Some(cpus) = args.cpus {
+        if !(cpus > 0.0 && cpus.is_finite()) {
+            bail!("--cpus {cpus}: expected a positive number of cores, e.g. 1.5");
+        }
+        limits.cpus = Some(cpus);
+    }
+    if let Some(pids) = args.pids {
+        if pids == 0 {
+            bail!("--pids 0: the command itself needs at least one process");
+        }
+        limits.pids = Some(pids);
+    }
+    Ok(limits)
+}
