@@ -52,7 +52,8 @@ pub fn restrict(plan: &LandlockPlan) -> Result<LandlockOutcome, SandboxError> {
             access
         }
     };
-    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev;
+    // Truncate: shells open `>/dev/null` with O_TRUNC.
+    let device = AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev;
 
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -69,6 +70,10 @@ pub fn restrict(plan: &LandlockPlan) -> Result<LandlockOutcome, SandboxError> {
         .add_rules(path_beneath_rules(WRITABLE_DEVICES, device))
         .map_err(err)?
         .add_rules(path_beneath_rules(["/dev/shm"], write))
+        .map_err(err)?
+        // Directory listings anywhere (only what the mount namespace shows exists at all);
+        // reading a file still needs a read rule.
+        .add_rules(path_beneath_rules(["/"], AccessFs::ReadDir))
         .map_err(err)?;
     if let Some(exec) = &plan.exec {
         let exec_rights = AccessFs::Execute | AccessFs::ReadFile | AccessFs::ReadDir;

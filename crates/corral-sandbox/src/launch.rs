@@ -2,9 +2,11 @@
 //! the id-mapped workspace, the id maps), clones the supervisor into its namespaces, then
 //! waits, forwarding signals, until the sandbox ends.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 use nix::sys::signal::{SigSet, Signal, kill};
 use nix::sys::termios::{self, SetArg, Termios};
@@ -53,13 +55,13 @@ pub struct Outcome {
 /// so the user sees it in order with the command's output.
 pub fn run(plan: &SandboxPlan, on_warning: &mut dyn FnMut(&str)) -> Result<i32, SandboxError> {
     let programs = seccomp::compile()?;
-    let workspace_tree = userns::idmapped_workspace(&plan.workspace, &plan.identity)?;
+    let mapped_trees = userns::idmapped_trees(plan)?;
     let name = format!("corral-{}-{}", std::process::id(), unique_suffix());
     let (cgroup, warnings) = SandboxCgroup::create(&CgroupLayout::detect(), &name, &plan.limits);
     for warning in &warnings {
         on_warning(warning);
     }
-    let result = run_in_cgroup(plan, &cgroup, programs, workspace_tree);
+    let result = run_in_cgroup(plan, &cgroup, programs, mapped_trees);
     cgroup.remove();
     for path in &plan.protected_missing {
         if path.symlink_metadata().is_ok() {
@@ -90,7 +92,7 @@ fn run_in_cgroup(
     plan: &SandboxPlan,
     cgroup: &SandboxCgroup,
     seccomp: Vec<seccompiler::BpfProgram>,
-    workspace_tree: Option<OwnedFd>,
+    mapped_trees: HashMap<PathBuf, OwnedFd>,
 ) -> Result<i32, SandboxError> {
     let (go_read, go_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
@@ -120,7 +122,7 @@ fn run_in_cgroup(
                 plan: plan.clone(),
                 go: go_read,
                 errors: Some(errors_write),
-                workspace_tree,
+                mapped_trees,
                 seccomp,
                 terminal,
             })
@@ -129,7 +131,7 @@ fn run_in_cgroup(
     };
     drop(go_read);
     drop(errors_write);
-    drop(workspace_tree);
+    drop(mapped_trees);
     let started = userns::write_id_maps(child.as_raw(), &plan.identity).and_then(|()| {
         cgroup
             .add_process(child.as_raw())

@@ -65,9 +65,12 @@ pub struct Sources {
 }
 
 /// Makes every mount private (nothing propagates back to the host), then takes a detached,
-/// restricted copy of each host path the plan binds. `workspace_tree` is the id-mapped
-/// workspace prepared on the host, if any.
-pub fn open_sources(plan: &SandboxPlan, workspace_tree: Option<OwnedFd>) -> Result<Sources> {
+/// restricted copy of each host path the plan binds. `mapped_trees` holds the id-mapped copies
+/// the host prepared (when corral runs as root); they are used instead of plain copies.
+pub fn open_sources(
+    plan: &SandboxPlan,
+    mut mapped_trees: HashMap<PathBuf, OwnedFd>,
+) -> Result<Sources> {
     mount(
         None::<&str>,
         "/",
@@ -83,18 +86,22 @@ pub fn open_sources(plan: &SandboxPlan, workspace_tree: Option<OwnedFd>) -> Resu
             MountStep::ReadWrite { source, .. } => (source, true),
             _ => continue,
         };
-        binds.insert(
-            source.clone(),
-            (detached_copy(source, writable)?, source.is_dir()),
-        );
+        let tree = match mapped_trees.remove(source) {
+            Some(tree) => tree,
+            None => detached_copy(source, writable)?,
+        };
+        binds.insert(source.clone(), (tree, source.is_dir()));
     }
-    let workspace = match workspace_tree {
+    let workspace = match mapped_trees.remove(&plan.workspace) {
         Some(tree) => tree,
         None => detached_copy(&plan.workspace, true)?,
     };
     let mut devices = Vec::new();
     for name in DEVICES {
-        devices.push((*name, detached_copy(&Path::new("/dev").join(name), true)?));
+        // Device nodes are the one place where nodev cannot apply.
+        let device =
+            detached_copy_with(&Path::new("/dev").join(name), true, sys::MOUNT_ATTR_NOSUID)?;
+        devices.push((*name, device));
     }
     Ok(Sources {
         binds,
@@ -105,8 +112,18 @@ pub fn open_sources(plan: &SandboxPlan, workspace_tree: Option<OwnedFd>) -> Resu
 
 /// A detached copy of the mount tree at `path`, nosuid and nodev, read-only unless `writable`.
 fn detached_copy(path: &Path, writable: bool) -> Result<OwnedFd> {
+    detached_copy_with(
+        path,
+        writable,
+        sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV,
+    )
+}
+
+/// A detached copy of the mount tree at `path` with `attrs` set, plus read-only unless
+/// `writable`.
+fn detached_copy_with(path: &Path, writable: bool, attrs: u64) -> Result<OwnedFd> {
     let tree = sys::open_tree_clone(path).map_err(io_err("take a copy of", path))?;
-    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    let mut attrs = attrs;
     if !writable {
         attrs |= sys::MOUNT_ATTR_RDONLY;
     }

@@ -8,9 +8,11 @@
 //! Its main loop is a single `poll` over a signalfd and, with a terminal, the two terminal
 //! ends; further channels (the egress bridge) join that loop as more descriptors.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::PathBuf;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal, kill};
@@ -35,8 +37,8 @@ pub struct SupervisorStart {
     pub go: OwnedFd,
     /// Where setup errors are reported (close-on-exec, so it closes when the command starts).
     pub errors: Option<OwnedFd>,
-    /// The id-mapped workspace, when corral runs as root.
-    pub workspace_tree: Option<OwnedFd>,
+    /// Id-mapped copies of writable trees, by host path, when corral runs as root.
+    pub mapped_trees: HashMap<PathBuf, OwnedFd>,
     /// Compiled seccomp filters.
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// Whether stdin is a terminal (the command then gets a terminal of its own).
@@ -103,7 +105,7 @@ fn supervise(
     // Host paths are opened while the process still has the caller's host uid (which may be
     // needed to traverse, say, a 0700 home); everything after runs as the sandbox user, whose
     // ids are the only ones mapped, so files it creates have an owner the kernel can record.
-    let sources = mounts::open_sources(plan, start.workspace_tree)?;
+    let sources = mounts::open_sources(plan, start.mapped_trees)?;
     let gid = nix::unistd::Gid::from_raw(plan.identity.inside_gid);
     let uid = nix::unistd::Uid::from_raw(plan.identity.inside_uid);
     nix::unistd::setresgid(gid, gid, gid).map_err(setup("switch to the sandbox group"))?;

@@ -6,14 +6,15 @@
 //! configurable unprivileged uid, never 0, and the workspace is given an id-mapped mount so
 //! files the sandbox writes still belong to the workspace's owner.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::SandboxError;
-use crate::plan::Identity;
+use crate::plan::{Identity, MountStep, SandboxPlan};
 use crate::sys::{self, Forked};
 
 /// Writes the uid/gid maps of the sandbox process `pid`: the inside ids map to the host ids
@@ -50,13 +51,30 @@ pub fn is_host_root() -> bool {
             .unwrap_or(false)
 }
 
-/// Prepares the workspace mount when corral runs as root and the sandbox's host uid is not the
-/// workspace's owner: a detached copy of the workspace whose ownership is mapped so the
-/// sandbox's uid acts as the owner. Returns `None` when no mapping is needed.
-pub fn idmapped_workspace(
-    workspace: &Path,
-    identity: &Identity,
-) -> Result<Option<OwnedFd>, SandboxError> {
+/// Id-mapped copies of every writable tree of `plan` (the workspace and `--write` paths) whose
+/// owner is not the sandbox's host uid, when corral runs as root: the sandbox's uid then acts
+/// as the owner, and files it creates belong to the owner on the host. Empty when corral is
+/// not root (the sandbox then is the caller, who owns or may write these paths already).
+pub fn idmapped_trees(plan: &SandboxPlan) -> Result<HashMap<PathBuf, OwnedFd>, SandboxError> {
+    let mut trees = HashMap::new();
+    if !plan.identity.host_root {
+        return Ok(trees);
+    }
+    let writable = plan.mounts.iter().filter_map(|step| match step {
+        MountStep::ReadWrite { source, .. } => Some(source),
+        _ => None,
+    });
+    for path in std::iter::once(&plan.workspace).chain(writable) {
+        if let Some(tree) = idmapped_tree(path, &plan.identity)? {
+            trees.insert(path.clone(), tree);
+        }
+    }
+    Ok(trees)
+}
+
+/// An id-mapped copy of `path`, or `None` when its owner already is the sandbox's uid.
+fn idmapped_tree(path: &Path, identity: &Identity) -> Result<Option<OwnedFd>, SandboxError> {
+    let workspace = path;
     let meta = fs::metadata(workspace).map_err(|source| SandboxError::IdmappedWorkspace {
         path: workspace.to_path_buf(),
         source,
