@@ -191,8 +191,13 @@ impl SandboxCgroup {
                 continue;
             };
             if let Err(e) = cgroup.apply(location, name, &settings) {
+                let consequence = if controller == "pids" {
+                    "the process limit is enforced per sandbox with RLIMIT_NPROC instead"
+                } else {
+                    "this limit is not enforced"
+                };
                 warnings.push(format!(
-                    "cannot set the {controller} limit in {} ({e}); run corral as root or give it a delegated cgroup (see `corral doctor`); {controller} limits are not enforced",
+                    "cannot set the {controller} limit in {} ({e}); {consequence}; run corral as root or give it a delegated cgroup (see `corral doctor`)",
                     location.parent.display()
                 ));
             }

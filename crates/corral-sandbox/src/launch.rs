@@ -146,8 +146,9 @@ fn run_in_cgroup(
         let _ = previous_mask.thread_set_mask();
         return Err(e);
     }
+    // The write end stays open for the launcher's whole life: the supervisor sees it close
+    // (and tears the sandbox down) if the launcher dies, however it dies.
     let _ = nix::unistd::write(&go_write, &[1]);
-    drop(go_write);
 
     let mut message = String::new();
     let _ = File::from(errors_read).read_to_string(&mut message);
@@ -158,6 +159,7 @@ fn run_in_cgroup(
     }
     let saved_terminal = if terminal { enter_raw_mode() } else { None };
     let code = wait_relaying_signals(child, &relayed);
+    drop(go_write);
     if let Some(saved) = saved_terminal {
         let _ = termios::tcsetattr(std::io::stdin(), SetArg::TCSADRAIN, &saved);
     }

@@ -62,6 +62,7 @@ pub struct Sources {
     binds: HashMap<PathBuf, (OwnedFd, bool)>,
     workspace: OwnedFd,
     devices: Vec<(&'static str, OwnedFd)>,
+    egress: Option<OwnedFd>,
 }
 
 /// Makes every mount private (nothing propagates back to the host), then takes a detached,
@@ -103,7 +104,12 @@ pub fn open_sources(
             detached_copy_with(&Path::new("/dev").join(name), true, sys::MOUNT_ATTR_NOSUID)?;
         devices.push((*name, device));
     }
+    let egress = match &plan.egress_socket {
+        Some(socket) => Some(detached_copy(socket, true)?),
+        None => None,
+    };
     Ok(Sources {
+        egress,
         binds,
         workspace,
         devices,
@@ -138,6 +144,7 @@ pub fn build_root(plan: &SandboxPlan, sources: Sources) -> Result<()> {
         mut binds,
         workspace,
         devices,
+        egress,
     } = sources;
     mount_tmpfs(
         Path::new(STAGING),
@@ -157,6 +164,13 @@ pub fn build_root(plan: &SandboxPlan, sources: Sources) -> Result<()> {
     }
     for protected in &plan.protected {
         bind(&staged(protected), &staged(protected), false)?;
+    }
+    if let Some(socket) = egress {
+        attach(
+            socket,
+            &staged(Path::new(crate::bridge::EGRESS_SOCKET)),
+            false,
+        )?;
     }
     write_identity_files(plan)?;
     // The root directory itself is read-only: nothing can be created at the top level.

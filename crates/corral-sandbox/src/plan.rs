@@ -160,6 +160,8 @@ pub struct SandboxPlan {
     pub limits: Limits,
     /// The sandbox's hostname.
     pub hostname: String,
+    /// The host unix socket of the egress proxy serving this sandbox, if it has a way out.
+    pub egress_socket: Option<PathBuf>,
 }
 
 /// A host directory made visible inside, as the plan is being built.
@@ -203,6 +205,9 @@ pub struct PlanInput {
     pub identity: Option<Identity>,
     /// Hostname inside the sandbox.
     pub hostname: Option<String>,
+    /// The egress proxy's unix socket on the host; the supervisor bridges the sandbox's
+    /// `127.0.0.1:3128` to it and the command's environment points proxy settings there.
+    pub egress_socket: Option<PathBuf>,
 }
 
 impl PlanInput {
@@ -262,7 +267,20 @@ impl PlanInput {
             .flat_map(|p| self.expand(p).unwrap_or_default())
             .filter(|p| p.is_dir())
             .collect();
-        let env = clean_environment(&identity, &path_dirs, &self.extra_env);
+        let egress_socket = match &self.egress_socket {
+            Some(socket) => Some(
+                socket
+                    .canonicalize()
+                    .map_err(|_| PlanError::MissingPath(socket.clone()))?,
+            ),
+            None => None,
+        };
+        let mut extra_env = Vec::new();
+        if egress_socket.is_some() {
+            extra_env.extend(crate::bridge::proxy_environment());
+        }
+        extra_env.extend(self.extra_env.iter().cloned());
+        let env = clean_environment(&identity, &path_dirs, &extra_env);
         Ok(SandboxPlan {
             command: self.command.clone(),
             env,
@@ -275,6 +293,7 @@ impl PlanInput {
             identity,
             limits: self.limits.clone(),
             hostname: self.hostname.clone().unwrap_or_else(|| "corral".into()),
+            egress_socket,
         })
     }
 

@@ -9,8 +9,6 @@
 //! ends; further channels (the egress bridge) join that loop as more descriptors.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -20,6 +18,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use crate::bridge;
 use crate::command::{CommandSetup, FORWARDED_SIGNALS, exec_command};
 use crate::error::SandboxError;
 use crate::mounts;
@@ -86,8 +85,9 @@ fn supervise(
     };
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(setup("follow the launcher's death"))?;
+    let lifeline = start.go;
     let mut byte = [0u8; 1];
-    if File::from(start.go).read(&mut byte).unwrap_or(0) != 1 {
+    if nix::unistd::read(lifeline.as_raw_fd(), &mut byte).unwrap_or(0) != 1 {
         // The launcher died before the sandbox was ready.
         sys::exit_now(SETUP_FAILED);
     }
@@ -110,11 +110,22 @@ fn supervise(
     let uid = nix::unistd::Uid::from_raw(plan.identity.inside_uid);
     nix::unistd::setresgid(gid, gid, gid).map_err(setup("switch to the sandbox group"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(setup("switch to the sandbox user"))?;
+    // Changing credentials cleared the parent-death signal; arm it again. The lifeline covers
+    // a launcher that died in between.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+        .map_err(setup("follow the launcher's death"))?;
     mounts::build_root(plan, sources)?;
     let terminal = if start.terminal {
         Some(open_terminal()?)
     } else {
         None
+    };
+    let bridge = match plan.egress_socket {
+        Some(_) => Some(bridge::listen().map_err(|source| SandboxError::Setup {
+            step: "listen on the sandbox's proxy port 127.0.0.1:3128",
+            source,
+        })?),
+        None => None,
     };
     let signals = signal_fd()?;
 
@@ -141,6 +152,13 @@ fn supervise(
         drop(t.follower);
         t.leader
     });
+    // Threads only now: the command was forked from a single-threaded process.
+    if let Some(listener) = bridge {
+        bridge::serve(listener).map_err(|source| SandboxError::Setup {
+            step: "start the egress bridge",
+            source,
+        })?;
+    }
     nix::sys::prctl::set_dumpable(false).map_err(setup("make the supervisor non-dumpable"))?;
     sys::drop_all_capabilities().map_err(|source| SandboxError::Setup {
         step: "drop the supervisor's capabilities",
@@ -149,7 +167,7 @@ fn supervise(
     if let Some(leader) = &leader {
         copy_window_size(leader.as_fd());
     }
-    Ok(wait_for_command(command, &signals, leader))
+    Ok(wait_for_command(command, &signals, leader, &lifeline))
 }
 
 /// A terminal pair from the sandbox's own devpts instance.
@@ -226,14 +244,22 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 
 /// Runs until the command exits: reaps every child, forwards signals to the command's process
 /// group, relays the terminal; then kills what is left and returns the command's status.
-fn wait_for_command(command: Pid, signals: &SignalFd, leader: Option<OwnedFd>) -> i32 {
+fn wait_for_command(
+    command: Pid,
+    signals: &SignalFd,
+    leader: Option<OwnedFd>,
+    lifeline: &OwnedFd,
+) -> i32 {
     let stdin = std::io::stdin();
     let mut relay_input = leader.is_some();
     let mut relay_output = leader.is_some();
     let mut status = None;
     let mut buf = [0u8; 16 * 1024];
     while status.is_none() {
-        let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(signals.as_fd(), PollFlags::POLLIN),
+            PollFd::new(lifeline.as_fd(), PollFlags::POLLIN),
+        ];
         if let Some(leader) = &leader {
             if relay_input {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
@@ -253,8 +279,13 @@ fn wait_for_command(command: Pid, signals: &SignalFd, leader: Option<OwnedFd>) -
         if ready[0] {
             status = handle_signals(command, signals, leader.as_ref());
         }
+        if ready[1] {
+            // The launcher is gone: nothing may outlive it.
+            status = Some(128 + Signal::SIGKILL as i32);
+            break;
+        }
         if let Some(leader) = &leader {
-            let mut index = 1;
+            let mut index = 2;
             if relay_input {
                 if ready.get(index) == Some(&true) {
                     relay_input = copy_once(0, leader.as_raw_fd(), &mut buf);

@@ -65,6 +65,10 @@ pub struct RunArgs {
     /// Host gid the sandbox runs as when corral runs as root.
     #[arg(long, env = "CORRAL_HOST_GID", default_value_t = DEFAULT_HOST_ID)]
     host_gid: u32,
+    /// Give the sandbox a way out through the egress proxy listening on this unix socket (a
+    /// gateway's, say): programs inside reach it as http://127.0.0.1:3128.
+    #[arg(long, value_name = "PATH")]
+    egress_socket: Option<PathBuf>,
     /// Print the sandbox plan as JSON instead of running it.
     #[arg(long)]
     dry_run: bool,
@@ -149,6 +153,7 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         limits: limits(args, profile)?,
         identity: Some(Identity::for_caller(args.host_uid, args.host_gid)),
         hostname: None,
+        egress_socket: args.egress_socket.as_ref().map(|p| caller.cwd.join(p)),
     })
 }
 

@@ -372,3 +372,85 @@ fn doctor_reports_the_kernel_features() {
         "this host has everything corral requires: {text}"
     );
 }
+
+#[test]
+fn the_proxy_port_inside_reaches_the_egress_socket_and_nothing_else() {
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        let socket_dir = TestDir::new(caller);
+        let socket = socket_dir.path().join("egress.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::fs::set_permissions(&socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4];
+            std::io::Read::read_exact(&mut stream, &mut request).unwrap();
+            std::io::Write::write_all(&mut stream, b"hello-from-proxy\n").unwrap();
+            request
+        });
+        let script = "import socket,os\n\
+            s=socket.create_connection(('127.0.0.1',3128)); s.sendall(b'ping'); print(s.recv(100).decode(), end='')\n\
+            print(os.environ['HTTPS_PROXY'], os.environ['no_proxy'])\n\
+            try:\n  socket.create_connection(('127.0.0.1',3129), timeout=2); print('other port reachable')\n\
+            except OSError as e: print('other port refused')\n";
+        let out = corral(caller)
+            .args(["run", "--egress-socket"])
+            .args([&socket])
+            .args(["--", "python3", "-c", script])
+            .current_dir(ws.path())
+            .output();
+        assert_eq!(
+            out.stdout_text(),
+            "hello-from-proxy\nhttp://127.0.0.1:3128 localhost,127.0.0.1\nother port refused\n",
+            "{caller:?}: {}",
+            out.stderr_text()
+        );
+        assert_eq!(&server.join().unwrap(), b"ping");
+    }
+}
+
+#[test]
+fn killing_corral_kills_everything_in_the_sandbox() {
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        let marker = format!("9.{}{}", std::process::id(), caller.uid());
+        // One child, and one orphan re-parented to the supervisor by a double fork.
+        let script = format!("sleep {marker} & (sleep {marker} &); echo started; wait");
+        let mut child = corral(caller)
+            .args(["run", "--", "sh", "-c", &script])
+            .current_dir(ws.path())
+            .command()
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "started\n");
+        assert!(
+            !host_uids_of(&format!("sleep\0{marker}")).is_empty(),
+            "the sleeps run"
+        );
+        Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .unwrap();
+        child.wait().unwrap();
+        let mut survivors = host_uids_of(&format!("sleep\0{marker}"));
+        for _ in 0..400 {
+            if survivors.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            survivors = host_uids_of(&format!("sleep\0{marker}"));
+        }
+        assert!(
+            survivors.is_empty(),
+            "{caller:?}: processes outlived corral"
+        );
+    }
+}
