@@ -192,23 +192,42 @@ fn write_file(path: &Path, content: &str, mode: u32) -> Result<()> {
 /// `/tmp`, home, `/run`, `/dev` and `/proc`, all fresh.
 fn mount_skeleton(plan: &SandboxPlan, devices: Vec<(&'static str, OwnedFd)>) -> Result<()> {
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount_tmpfs(&staged(Path::new("/tmp")), "mode=1777", nosuid_nodev)?;
+    let size = tmpfs_size(plan);
+    mount_tmpfs(
+        &staged(Path::new("/tmp")),
+        &format!("mode=1777,{size}"),
+        nosuid_nodev,
+    )?;
     mount_tmpfs(&staged(Path::new("/run")), "mode=0755", nosuid_nodev)?;
     let id = &plan.identity;
     let home = staged(&id.home);
     mount_tmpfs(
         &home,
-        &format!("mode=0755,uid={},gid={}", id.inside_uid, id.inside_gid),
+        &format!(
+            "mode=0755,uid={},gid={},{size}",
+            id.inside_uid, id.inside_gid
+        ),
         nosuid_nodev,
     )?;
     if !plan.landlock.write.contains(&id.home) {
         remount_readonly_top(&home)?;
     }
-    mount_dev(devices)?;
+    mount_dev(devices, &size)?;
     mount_proc()
 }
 
-fn mount_dev(devices: Vec<(&'static str, OwnedFd)>) -> Result<()> {
+/// The size limit of the sandbox's writable tmpfs mounts. Their pages are charged to the
+/// memory cgroup when there is one; the limit keeps a sandbox without one (an unprivileged
+/// caller without a delegated cgroup) from filling the host's memory through them.
+fn tmpfs_size(plan: &SandboxPlan) -> String {
+    const DEFAULT_TMPFS_BYTES: u64 = 1 << 30;
+    format!(
+        "size={}",
+        plan.limits.memory_max.unwrap_or(DEFAULT_TMPFS_BYTES)
+    )
+}
+
+fn mount_dev(devices: Vec<(&'static str, OwnedFd)>, size: &str) -> Result<()> {
     let dev = staged(Path::new("/dev"));
     mount_tmpfs(&dev, "mode=0755", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC)?;
     for (name, tree) in devices {
@@ -228,7 +247,7 @@ fn mount_dev(devices: Vec<(&'static str, OwnedFd)>) -> Result<()> {
     .map_err(mount_err("mount devpts on", &pts))?;
     mount_tmpfs(
         &dev.join("shm"),
-        "mode=1777",
+        &format!("mode=1777,{size}"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
     for (link, points_to) in [

@@ -258,7 +258,11 @@ impl PlanInput {
                 push_hidden(&mut mounts, &binds, &path);
             }
         }
-        let (protected, protected_missing) = protected_paths(&workspace, &self.protected)?;
+        let mut protected_list = self.protected.clone();
+        if !self.protected.is_empty() {
+            protected_list.extend(configured_hooks_path(&workspace));
+        }
+        let (protected, protected_missing) = protected_paths(&workspace, &protected_list)?;
         let cwd = inside_cwd(&workspace, self.caller_cwd.as_deref());
         let landlock = self.landlock_plan(&binds, &identity)?;
         let path_dirs: Vec<PathBuf> = self
@@ -487,6 +491,31 @@ fn protected_paths(
     Ok((present, missing))
 }
 
+/// A hooks directory inside the worktree named by `core.hooksPath` in `.git/config` (husky's
+/// `.husky`, say): its scripts run on the host at the next commit, so it is protected like
+/// `.git/hooks`. Only relative paths without `..` count; anything else is outside the workspace.
+fn configured_hooks_path(workspace: &Path) -> Option<String> {
+    let config = std::fs::read_to_string(workspace.join(".git/config")).ok()?;
+    let mut in_core = false;
+    for line in config.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_core = line.eq_ignore_ascii_case("[core]");
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        if in_core && key.trim().eq_ignore_ascii_case("hookspath") {
+            let value = value.trim().trim_matches('"').trim_end_matches('/');
+            let path = Path::new(value);
+            let inside = !path.is_absolute()
+                && !path.components().any(|c| matches!(c, Component::ParentDir));
+            return (inside && !value.is_empty()).then(|| value.to_string());
+        }
+    }
+    None
+}
+
 fn inside_cwd(workspace: &Path, caller_cwd: Option<&Path>) -> PathBuf {
     caller_cwd
         .and_then(|cwd| cwd.canonicalize().ok())
@@ -592,6 +621,30 @@ mod tests {
         let mut input = input(dir.path());
         input.protected = vec!["../x".into()];
         assert!(matches!(input.build(), Err(PlanError::BadProtectedPath(_))));
+    }
+
+    #[test]
+    fn a_hooks_path_in_the_worktree_is_protected_too() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".husky")).unwrap();
+        std::fs::write(
+            dir.path().join(".git/config"),
+            "[core]\n\thooksPath = .husky/\n",
+        )
+        .unwrap();
+        let plan = input(dir.path()).build().unwrap();
+        assert!(
+            plan.protected.contains(&PathBuf::from("/workspace/.husky")),
+            "{:?}",
+            plan.protected
+        );
+        std::fs::write(
+            dir.path().join(".git/config"),
+            "[core]\n\thooksPath = ../outside\n",
+        )
+        .unwrap();
+        assert!(configured_hooks_path(dir.path()).is_none());
     }
 
     #[test]

@@ -51,7 +51,12 @@ fn cstring(path: &Path) -> io::Result<CString> {
 /// tree at `path`, which can be given an id mapping and attached elsewhere.
 pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     let path = cstring(path)?;
-    let flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC | libc::AT_RECURSIVE as u32;
+    // No symlink is followed at the last component: the path was resolved when the plan was
+    // built, and a symlink swapped in since must not redirect the mount.
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_RECURSIVE as u32
+        | libc::AT_SYMLINK_NOFOLLOW as u32;
     // SAFETY: `path` is a valid NUL-terminated string that outlives the call; the kernel
     // returns a new fd that nothing else owns, which OwnedFd takes over.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
