@@ -96,7 +96,10 @@ fn run_in_cgroup(
 ) -> Result<i32, SandboxError> {
     let (go_read, go_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
-    let terminal = nix::unistd::isatty(0).unwrap_or(false);
+    // A terminal of its own only when both ends are a terminal: `corral run ls > file` in a
+    // terminal must not put terminal line endings into the file.
+    let terminal =
+        nix::unistd::isatty(0).unwrap_or(false) && nix::unistd::isatty(1).unwrap_or(false);
     let mut relayed = SigSet::empty();
     for signal in RELAYED {
         relayed.add(*signal);
@@ -132,23 +135,28 @@ fn run_in_cgroup(
     drop(go_read);
     drop(errors_write);
     drop(mapped_trees);
-    let started = userns::write_id_maps(child.as_raw(), &plan.identity).and_then(|()| {
-        cgroup
-            .add_process(child.as_raw())
-            .map_err(|source| SandboxError::Setup {
-                step: "join the sandbox's cgroup",
-                source,
-            })
-    });
+    // Two bytes on the go pipe: "ids mapped" lets the supervisor build the sandbox, "cgroups
+    // joined" lets it start the command. Joining a cgroup can wait for an RCU grace period
+    // (cgroup v1), so it overlaps with building the root. The write end stays open for the
+    // launcher's whole life: the supervisor sees it close (and tears the sandbox down) if the
+    // launcher dies, however it dies.
+    let started = userns::write_id_maps(child.as_raw(), &plan.identity)
+        .and_then(|()| write_go(&go_write))
+        .and_then(|()| {
+            cgroup
+                .add_process(child.as_raw())
+                .map_err(|source| SandboxError::Setup {
+                    step: "join the sandbox's cgroup",
+                    source,
+                })
+        })
+        .and_then(|()| write_go(&go_write));
     if let Err(e) = started {
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
         let _ = previous_mask.thread_set_mask();
         return Err(e);
     }
-    // The write end stays open for the launcher's whole life: the supervisor sees it close
-    // (and tears the sandbox down) if the launcher dies, however it dies.
-    let _ = nix::unistd::write(&go_write, &[1]);
 
     let mut message = String::new();
     let _ = File::from(errors_read).read_to_string(&mut message);
@@ -165,6 +173,15 @@ fn run_in_cgroup(
     }
     let _ = previous_mask.thread_set_mask();
     Ok(code)
+}
+
+fn write_go(go: &OwnedFd) -> Result<(), SandboxError> {
+    nix::unistd::write(go, &[1])
+        .map(drop)
+        .map_err(|e| SandboxError::Setup {
+            step: "start the supervisor",
+            source: e.into(),
+        })
 }
 
 /// Puts the host terminal in raw mode (the sandbox's own terminal does the line editing);

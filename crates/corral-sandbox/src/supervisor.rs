@@ -86,17 +86,11 @@ fn supervise(
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(setup("follow the launcher's death"))?;
     let lifeline = start.go;
-    let mut byte = [0u8; 1];
-    if nix::unistd::read(lifeline.as_raw_fd(), &mut byte).unwrap_or(0) != 1 {
-        // The launcher died before the sandbox was ready.
-        sys::exit_now(SETUP_FAILED);
-    }
+    wait_for_launcher(&lifeline);
     let plan = &start.plan;
     if plan.identity.host_root {
         nix::unistd::setgroups(&[]).map_err(setup("drop supplementary groups"))?;
     }
-    // A cgroup namespace rooted at the sandbox's cgroup (joined by now); optional.
-    let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP);
     nix::unistd::sethostname(&plan.hostname).map_err(setup("set the hostname"))?;
     sys::bring_up_loopback().map_err(|source| SandboxError::Setup {
         step: "bring up loopback",
@@ -128,6 +122,10 @@ fn supervise(
         None => None,
     };
     let signals = signal_fd()?;
+    // The command starts inside the sandbox's cgroups, under a cgroup namespace rooted there
+    // (the namespace is optional: older kernels lack it).
+    wait_for_launcher(&lifeline);
+    let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP);
 
     let command = match sys::clone_into_namespaces(0).map_err(|source| SandboxError::Setup {
         step: "start the command",
@@ -168,6 +166,14 @@ fn supervise(
         copy_window_size(leader.as_fd());
     }
     Ok(wait_for_command(command, &signals, leader, &lifeline))
+}
+
+/// Waits for the launcher's next go-ahead byte; ends the sandbox if the launcher is gone.
+fn wait_for_launcher(lifeline: &OwnedFd) {
+    let mut byte = [0u8; 1];
+    if nix::unistd::read(lifeline.as_raw_fd(), &mut byte).unwrap_or(0) != 1 {
+        sys::exit_now(SETUP_FAILED);
+    }
 }
 
 /// A terminal pair from the sandbox's own devpts instance.
