@@ -23,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a command in a one-shot sandbox (exit status is the command's; 125 = corral failed).
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
     /// Report what this kernel and user allow, and what `corral run` does without each.
     Doctor,
     /// Validate, show and query policy profiles.
@@ -33,7 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run_cmd::run(args),
+        Command::Run(args) => run_cmd::run(*args),
         Command::Doctor => doctor_cmd::run(),
         Command::Policy(args) => policy_cmd::run(args),
     };
