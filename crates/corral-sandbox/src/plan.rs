@@ -208,7 +208,23 @@ pub struct PlanInput {
     /// The egress proxy's unix socket on the host; the supervisor bridges the sandbox's
     /// `127.0.0.1:3128` to it and the command's environment points proxy settings there.
     pub egress_socket: Option<PathBuf>,
+    /// A PEM bundle (system roots plus corral's interception CA) the command's TLS clients
+    /// should trust; bound read-only at [`CA_BUNDLE`] and named by `SSL_CERT_FILE` and friends.
+    pub ca_bundle: Option<PathBuf>,
 }
+
+/// Where the CA bundle appears inside the sandbox.
+pub const CA_BUNDLE: &str = "/run/corral/ca-bundle.pem";
+
+/// The variables that point common TLS clients (OpenSSL, curl, git, Python requests, Node) at a
+/// CA bundle.
+const CA_BUNDLE_VARIABLES: &[&str] = &[
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "REQUESTS_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+];
 
 impl PlanInput {
     /// Validates the input against the host and produces the plan.
@@ -282,6 +298,18 @@ impl PlanInput {
         let mut extra_env = Vec::new();
         if egress_socket.is_some() {
             extra_env.extend(crate::bridge::proxy_environment());
+        }
+        if let Some(bundle) = &self.ca_bundle {
+            let source = bundle
+                .canonicalize()
+                .map_err(|_| PlanError::MissingPath(bundle.clone()))?;
+            mounts.push(MountStep::ReadOnly {
+                source,
+                target: PathBuf::from(CA_BUNDLE),
+            });
+            for name in CA_BUNDLE_VARIABLES {
+                extra_env.push((name.to_string(), CA_BUNDLE.to_string()));
+            }
         }
         extra_env.extend(self.extra_env.iter().cloned());
         let env = clean_environment(&identity, &path_dirs, &extra_env);
@@ -645,6 +673,27 @@ mod tests {
         )
         .unwrap();
         assert!(configured_hooks_path(dir.path()).is_none());
+    }
+
+    #[test]
+    fn a_ca_bundle_is_bound_and_named_for_every_tls_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle.pem");
+        std::fs::write(&bundle, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let mut input = input(dir.path());
+        input.ca_bundle = Some(bundle.clone());
+        let plan = input.build().unwrap();
+        assert!(plan.mounts.contains(&MountStep::ReadOnly {
+            source: bundle.canonicalize().unwrap(),
+            target: PathBuf::from(CA_BUNDLE)
+        }));
+        for name in CA_BUNDLE_VARIABLES {
+            assert!(
+                plan.env
+                    .contains(&(name.to_string(), CA_BUNDLE.to_string())),
+                "{name}"
+            );
+        }
     }
 
     #[test]

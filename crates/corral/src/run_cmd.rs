@@ -154,6 +154,7 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         identity: Some(Identity::for_caller(args.host_uid, args.host_gid)),
         hostname: None,
         egress_socket: args.egress_socket.as_ref().map(|p| caller.cwd.join(p)),
+        ca_bundle: None,
     })
 }
 
