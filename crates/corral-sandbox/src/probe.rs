@@ -33,6 +33,9 @@ impl HostReport {
     pub fn probe() -> Self {
         let mut checks = vec![user_namespaces(), landlock(), seccomp()];
         checks.extend(cgroups());
+        if crate::userns::is_host_root() {
+            checks.push(idmapped_mounts());
+        }
         Self { checks }
     }
 
@@ -132,6 +135,24 @@ fn cgroups() -> Vec<Check> {
             }
         })
         .collect()
+}
+
+fn idmapped_mounts() -> Check {
+    let dir = std::env::temp_dir().join(format!("corral-idmap-probe-{}", std::process::id()));
+    let result = fs::create_dir(&dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::userns::probe_idmapped_mount(&dir).map_err(|e| e.to_string()));
+    let _ = fs::remove_dir(&dir);
+    Check {
+        name: "id-mapped mounts",
+        available: result.is_ok(),
+        detail: match &result {
+            Ok(()) => format!("supported on {}", std::env::temp_dir().display()),
+            Err(e) => e.clone(),
+        },
+        without: "as root, corral run cannot give the sandbox a workspace owned by another uid: run it as the workspace's owner",
+        required: false,
+    }
 }
 
 fn version(hierarchy: &Hierarchy) -> &'static str {

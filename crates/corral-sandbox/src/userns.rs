@@ -72,6 +72,12 @@ pub fn idmapped_trees(plan: &SandboxPlan) -> Result<HashMap<PathBuf, OwnedFd>, S
     Ok(trees)
 }
 
+/// Whether an id-mapped mount of `dir` (owned by root) can be made for host uid 65534: what
+/// `corral run` needs as root to let the sandbox write a root-owned workspace.
+pub fn probe_idmapped_mount(dir: &Path) -> Result<(), SandboxError> {
+    idmapped_tree(dir, &Identity::from_root(65534, 65534)).map(drop)
+}
+
 /// An id-mapped copy of `path`, or `None` when its owner already is the sandbox's uid.
 fn idmapped_tree(path: &Path, identity: &Identity) -> Result<Option<OwnedFd>, SandboxError> {
     let workspace = path;
