@@ -311,6 +311,7 @@ impl PolicyEngine {
                 let parsed = Policy::parse(Some(PolicyId::new(&id)), &text)
                     .map_err(|e| cedar_error(&file.path, &file.text, &e, &id))?;
                 add(&mut policies, parsed, &file.path)?;
+                let text = format!("// {id} (from {})\n{text}", file.path.display());
                 compiled.push(CompiledPolicy { id, text });
             }
         }

@@ -214,6 +214,12 @@ impl Profile {
         Loader.load_file(path, 0)
     }
 
+    /// A profile from TOML text that did not come from a file of its own (a database row, a
+    /// test); `label` names it in errors. It may extend a built-in profile but name no files.
+    pub fn from_toml(label: &str, text: &str) -> Result<Self, PolicyError> {
+        Loader.load_text(Path::new(label), text, None, 0)
+    }
+
     /// A built-in name or a path to a profile file (anything with a `/` or ending `.toml`).
     pub fn resolve(name_or_path: &str) -> Result<Self, PolicyError> {
         if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
@@ -322,7 +328,9 @@ impl Loader {
             return self.load_text(&file, text, None, depth + 1);
         }
         let Some(dir) = dir else {
-            return Err(refuse("a built-in profile can only extend another".into()));
+            return Err(refuse(
+                "no built-in profile has that name (full, moderate, restricted), and this profile has no directory to find a file in".into(),
+            ));
         };
         let path = dir.join(name);
         if !path.is_file() {
@@ -526,7 +534,7 @@ impl ProfileFile {
                 return Err(source.rule_error(
                     entry,
                     "cedar",
-                    "built-in profiles name no files".into(),
+                    "only a profile file can name Cedar files (they are found next to it)".into(),
                 ));
             };
             let path = dir.join(entry.get_ref());
