@@ -6,7 +6,7 @@
 //! `forbid` too, with the profile's explicit grants as its `unless`.
 
 use crate::profile::Profile;
-use crate::rules::{HostPattern, NON_PUBLIC_NETWORKS, PairPattern, cedar_pattern, cedar_string};
+use crate::rules::{HostPattern, PairPattern, cedar_pattern, cedar_string};
 
 /// Where the sandbox sees its workspace; every profile may read and write there.
 pub const WORKSPACE: &str = "/workspace";
@@ -20,6 +20,9 @@ pub struct CompiledPolicy {
     pub id: String,
     /// The Cedar text, annotation included.
     pub text: String,
+    /// For a `connect` rule about one exact host, that host: the policy cannot apply to any
+    /// other, so decisions about other hosts need not evaluate it.
+    pub only_host: Option<String>,
 }
 
 /// Compiles a profile's TOML rules (not its raw Cedar files) to Cedar policies.
@@ -57,6 +60,18 @@ enum Effect {
 impl Output<'_> {
     /// Adds a policy unless one with the same id exists (a rule inherited and repeated).
     fn add(&mut self, effect: Effect, id: &str, actions: &[&str], when: &str, unless: &str) {
+        self.add_for_host(effect, id, actions, when, unless, None);
+    }
+
+    fn add_for_host(
+        &mut self,
+        effect: Effect,
+        id: &str,
+        actions: &[&str],
+        when: &str,
+        unless: &str,
+        only_host: Option<&str>,
+    ) {
         let id = format!("{}/{id}", self.profile);
         if self.policies.iter().any(|p| p.id == id) {
             return;
@@ -83,7 +98,11 @@ impl Output<'_> {
             text.push_str(&format!("\nunless {{ {unless} }}"));
         }
         text.push(';');
-        self.policies.push(CompiledPolicy { id, text });
+        self.policies.push(CompiledPolicy {
+            id,
+            text,
+            only_host: only_host.map(str::to_string),
+        });
     }
 }
 
@@ -153,19 +172,22 @@ fn exec(profile: &Profile, out: &mut Output<'_>) {
 
 fn network(profile: &Profile, out: &mut Output<'_>) {
     let net = &profile.network;
-    for rule in &net.allow {
-        let id = format!("network/allow:{rule}");
-        out.add(Effect::Permit, &id, &["connect"], &rule.cedar(), "");
+    for (rules, effect, kind) in [
+        (&net.allow, Effect::Permit, "allow"),
+        (&net.deny, Effect::Forbid, "deny"),
+    ] {
+        for rule in rules {
+            let id = format!("network/{kind}:{rule}");
+            let only_host = match &rule.host {
+                HostPattern::Exact(name) => Some(name.as_str()),
+                _ => None,
+            };
+            out.add_for_host(effect, &id, &["connect"], &rule.cedar(), "", only_host);
+        }
     }
-    for rule in &net.deny {
-        let id = format!("network/deny:{rule}");
-        out.add(Effect::Forbid, &id, &["connect"], &rule.cedar(), "");
-    }
-    let ranges: Vec<String> = NON_PUBLIC_NETWORKS
-        .iter()
-        .map(|net| format!("context.ip.isInRange(ip({}))", cedar_string(net)))
-        .collect();
-    let when = format!("context has ip && ({})", ranges.join(" || "));
+    // `public_ip` is corral's classification of the resolved address (see NON_PUBLIC_NETWORKS);
+    // checking a Bool keeps this guard cheap on the path every connection takes.
+    let when = "context has public_ip && !context.public_ip";
     let mut grants: Vec<String> = net.allow_private.iter().map(|g| g.cedar()).collect();
     for rule in &net.allow {
         if let HostPattern::Exact(name) = &rule.host
@@ -179,7 +201,7 @@ fn network(profile: &Profile, out: &mut Output<'_>) {
         Effect::Forbid,
         "network/non-public-address",
         &["connect"],
-        &when,
+        when,
         &grants.join(" || "),
     );
 }

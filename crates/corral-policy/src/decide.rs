@@ -13,9 +13,9 @@ use std::str::FromStr;
 use std::sync::LazyLock;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId, EntityTypeName,
-    EntityUid, Policy, PolicyId, PolicySet, RestrictedExpression, Schema, ValidationMode,
-    Validator,
+    ActionConstraint, Authorizer, Context, Decision as CedarDecision, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, RestrictedExpression, Schema,
+    ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use serde::Serialize;
@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::compile::{CompiledPolicy, compile};
 use crate::error::{PolicyError, line_of};
 use crate::profile::{Mode, Profile};
-use crate::rules::normalize_host;
+use crate::rules::{is_non_public, normalize_host};
 
 /// corral's Cedar schema, as shipped in `profiles/corral.cedarschema`.
 pub const SCHEMA_TEXT: &str = include_str!("../../../profiles/corral.cedarschema");
@@ -286,8 +286,78 @@ impl Decision {
 #[derive(Debug)]
 pub struct PolicyEngine {
     profile: Profile,
-    policies: PolicySet,
+    index: PolicyIndex,
     compiled: Vec<CompiledPolicy>,
+}
+
+/// The validated policies split by the action they can apply to, and for `connect` by the
+/// exact host a rule names, so a decision evaluates only policies that could match it (Cedar
+/// evaluates every policy in the set it is given). The split is exact: a policy left out of a
+/// set is one whose scope or host condition can never hold for requests that use that set.
+#[derive(Debug, Default)]
+struct PolicyIndex {
+    by_action: HashMap<String, ActionPolicies>,
+}
+
+#[derive(Debug, Default)]
+struct ActionPolicies {
+    /// Policies not tied to one host.
+    general: PolicySet,
+    /// For each host some rule names exactly: `general` plus that host's rules.
+    by_host: HashMap<String, PolicySet>,
+}
+
+impl PolicyIndex {
+    fn new(all: &PolicySet, compiled: &[CompiledPolicy]) -> Result<Self, PolicyError> {
+        let mut index = Self::default();
+        let only_host = |id: &str| {
+            compiled
+                .iter()
+                .find(|c| c.id == id)
+                .and_then(|c| c.only_host.clone())
+        };
+        let internal = |e: cedar_policy::PolicySetError| PolicyError::Request(e.to_string());
+        for action in ACTION_NAMES {
+            let uid = uid("Action", action);
+            let mut entry = ActionPolicies::default();
+            let mut host_rules: Vec<(String, Policy)> = Vec::new();
+            for policy in all.policies() {
+                let applies = match policy.action_constraint() {
+                    ActionConstraint::Any => true,
+                    ActionConstraint::Eq(a) => a == uid,
+                    ActionConstraint::In(list) => list.contains(&uid),
+                };
+                if !applies {
+                    continue;
+                }
+                match only_host(policy.id().as_ref()) {
+                    Some(host) => host_rules.push((host, policy.clone())),
+                    None => entry.general.add(policy.clone()).map_err(internal)?,
+                }
+            }
+            for (host, policy) in host_rules {
+                let set = match entry.by_host.entry(host) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => v.insert(entry.general.clone()),
+                };
+                set.add(policy).map_err(internal)?;
+            }
+            index.by_action.insert(action.to_string(), entry);
+        }
+        Ok(index)
+    }
+
+    fn policies_for(&self, action: &Action) -> Option<&PolicySet> {
+        let entry = self.by_action.get(action.name())?;
+        let host = match action {
+            Action::Connect { host, .. } => Some(host),
+            _ => None,
+        };
+        Some(
+            host.and_then(|h| entry.by_host.get(h))
+                .unwrap_or(&entry.general),
+        )
+    }
 }
 
 impl PolicyEngine {
@@ -312,13 +382,18 @@ impl PolicyEngine {
                     .map_err(|e| cedar_error(&file.path, &file.text, &e, &id))?;
                 add(&mut policies, parsed, &file.path)?;
                 let text = format!("// {id} (from {})\n{text}", file.path.display());
-                compiled.push(CompiledPolicy { id, text });
+                compiled.push(CompiledPolicy {
+                    id,
+                    text,
+                    only_host: None,
+                });
             }
         }
         validate(&policies, &profile, &profile_file)?;
+        let index = PolicyIndex::new(&policies, &compiled)?;
         Ok(Self {
             profile,
-            policies,
+            index,
             compiled,
         })
     }
@@ -346,9 +421,17 @@ impl PolicyEngine {
             Err(e) => return Decision::denied(EVALUATION_ERROR, e.to_string()),
         };
         let response = match cedar_request(&request.sandbox, &self.profile.name, &action) {
-            Ok((cedar_request, entities)) => {
-                Authorizer::new().is_authorized(&cedar_request, &self.policies, &entities)
-            }
+            Ok((cedar_request, entities)) => match self.index.policies_for(&action) {
+                Some(policies) => {
+                    Authorizer::new().is_authorized(&cedar_request, policies, &entities)
+                }
+                None => {
+                    return Decision::denied(
+                        EVALUATION_ERROR,
+                        format!("no policies for action {}", action.name()),
+                    );
+                }
+            },
             Err(e) => return Decision::denied(EVALUATION_ERROR, e),
         };
         let errors: Vec<String> = response
@@ -536,6 +619,10 @@ fn cedar_request(
             ));
             if let Some(ip) = ip {
                 context.push(("ip".into(), RestrictedExpression::new_ip(ip.to_string())));
+                context.push((
+                    "public_ip".into(),
+                    RestrictedExpression::new_bool(!is_non_public(*ip)),
+                ));
             }
             ("Host", vec![("name", host.as_str())])
         }
@@ -580,10 +667,10 @@ fn cedar_request(
         uid("Action", action.name()),
         resource,
         context,
-        Some(&SCHEMA),
+        None,
     )
     .map_err(|e| e.to_string())?;
-    let entities = Entities::from_entities(entities, Some(&SCHEMA)).map_err(|e| e.to_string())?;
+    let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
     Ok((request, entities))
 }
 
