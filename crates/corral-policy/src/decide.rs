@@ -179,11 +179,7 @@ impl Action {
                 method,
             } => Self::HttpRequest {
                 host: host(h)?,
-                path: if path.is_empty() {
-                    "/".into()
-                } else {
-                    path.clone()
-                },
+                path: normalize_url_path(path),
                 method: method.to_ascii_uppercase(),
             },
             Self::GitPush {
@@ -210,6 +206,43 @@ impl Action {
             other => other.clone(),
         })
     }
+}
+
+/// The path an HTTP server would act on: the query dropped, `%2e`, `%2f` and `%5c` decoded,
+/// backslashes as slashes, and `.` and `..` segments resolved, so a rule for `/repos/*` cannot
+/// be walked out of with `/repos/../admin` or `/repos/%2e%2e/admin`.
+fn normalize_url_path(path: &str) -> String {
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut decoded = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(at) = rest.find('%') {
+        decoded.push_str(&rest[..at]);
+        let code = rest.get(at + 1..at + 3).map(str::to_ascii_lowercase);
+        match code.as_deref() {
+            Some("2e") => decoded.push('.'),
+            Some("2f") | Some("5c") => decoded.push('/'),
+            _ => {
+                decoded.push('%');
+                rest = &rest[at + 1..];
+                continue;
+            }
+        }
+        rest = &rest[at + 3..];
+    }
+    decoded.push_str(rest);
+    let decoded = decoded.replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    let trailing = decoded.ends_with('/') && !segments.is_empty();
+    format!("/{}{}", segments.join("/"), if trailing { "/" } else { "" })
 }
 
 /// Resolves `.` and `..` lexically; refuses relative paths.
@@ -688,6 +721,22 @@ mod tests {
     fn every_builtin_profile_compiles_and_validates() {
         for name in crate::builtin_names() {
             PolicyEngine::builtin(name).unwrap();
+        }
+    }
+
+    #[test]
+    fn url_paths_are_decided_as_a_server_would_read_them() {
+        for (raw, decided) in [
+            ("/repos/acme/app", "/repos/acme/app"),
+            ("", "/"),
+            ("/repos/../admin", "/admin"),
+            ("/repos/%2e%2E/admin?x=/repos/", "/admin"),
+            ("/repos%2f..%2fadmin", "/admin"),
+            ("/repos\\..\\admin", "/admin"),
+            ("/a//b/./c/", "/a/b/c/"),
+            ("/100%25", "/100%25"),
+        ] {
+            assert_eq!(normalize_url_path(raw), decided, "{raw}");
         }
     }
 
