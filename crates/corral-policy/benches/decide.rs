@@ -4,6 +4,9 @@
 //! Run: `cargo bench -p corral-policy --bench decide`. The p99 is printed after each group by
 //! timing single decisions, since criterion reports means and medians.
 
+// criterion's macros generate undocumented public items.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::time::Instant;
 
