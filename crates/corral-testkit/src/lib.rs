@@ -4,6 +4,10 @@
 
 #![forbid(unsafe_code)]
 
+mod git_server;
+
+pub use git_server::GitServer;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
