@@ -321,9 +321,17 @@ pub fn wait_signal(set: &nix::sys::signal::SigSet) -> io::Result<(libc::c_int, l
 
 /// Closes every descriptor from 3 up, except `keep`.
 pub fn close_fds_except(keep: RawFd) -> io::Result<()> {
+    close_fds_except_all(&[keep])
+}
+
+/// Closes every descriptor from 3 up, except those in `keep`.
+///
+/// The caller guarantees that no live Rust object owns a descriptor it does not list (the
+/// supervisor calls this first thing after the fork, the command right before exec).
+pub fn close_fds_except_all(keep: &[RawFd]) -> io::Result<()> {
     let close = |first: RawFd, last: u32| {
-        // SAFETY: close_range only closes descriptors; it is called right before exec, when
-        // no live Rust object uses a descriptor in the range.
+        // SAFETY: close_range only closes descriptors, and the caller guarantees that none in
+        // the range belongs to a live Rust object.
         let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, 0) };
         if ret < 0 {
             Err(io::Error::last_os_error())
@@ -331,10 +339,17 @@ pub fn close_fds_except(keep: RawFd) -> io::Result<()> {
             Ok(())
         }
     };
-    if keep > 3 {
-        close(3, (keep - 1) as u32)?;
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3;
+    for fd in keep {
+        if fd > first {
+            close(first, (fd - 1) as u32)?;
+        }
+        first = fd + 1;
     }
-    close(keep.max(2) + 1, u32::MAX)
+    close(first, u32::MAX)
 }
 
 /// Drops every capability from the bounding set, clears the ambient set, then clears the
