@@ -227,8 +227,14 @@ impl Corral {
 
     /// Like [`Corral::output`], but gives up after `limit`: see [`output_within`].
     pub fn output_within(self, limit: Duration) -> Output {
+        self.pid_and_output_within(limit).1
+    }
+
+    /// Like [`Corral::output_within`], and also returns corral's pid (`setpriv` execs corral,
+    /// so the pid is corral's either way): a sandbox's cgroups are named after it.
+    pub fn pid_and_output_within(self, limit: Duration) -> (u32, Output) {
         let mut command = self.command();
-        output_within(&mut command, self.stdin.as_deref(), limit)
+        pid_and_output_within(&mut command, self.stdin.as_deref(), limit)
     }
 }
 
@@ -237,6 +243,15 @@ impl Corral {
 /// hung sandbox, or a process that escaped it still holding stdout, into a test failure
 /// instead of a hung test run; it is never a performance threshold.
 pub fn output_within(command: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    pid_and_output_within(command, stdin, limit).1
+}
+
+/// [`output_within`], plus the pid the command ran as.
+pub fn pid_and_output_within(
+    command: &mut Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> (u32, Output) {
     let deadline = Instant::now() + limit;
     command
         .stdin(if stdin.is_some() {
@@ -273,11 +288,12 @@ pub fn output_within(command: &mut Command, stdin: Option<&[u8]>, limit: Duratio
             panic!("{command:?} exited, but something it started still holds its {name} open")
         })
     };
-    Output {
+    let output = Output {
         status,
         stdout: collect(stdout, "stdout"),
         stderr: collect(stderr, "stderr"),
-    }
+    };
+    (child.id(), output)
 }
 
 fn read_in_background(
