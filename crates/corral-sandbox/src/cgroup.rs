@@ -190,6 +190,7 @@ impl SandboxCgroup {
                 warnings.push(format!("the {controller} cgroup controller is not available on this host; {controller} limits are not enforced"));
                 continue;
             };
+            remove_stale(&location.parent);
             if let Err(e) = cgroup.apply(location, name, &settings) {
                 let consequence = if controller == "pids" {
                     "the process limit is enforced per sandbox with RLIMIT_NPROC instead"
@@ -269,6 +270,33 @@ impl SandboxCgroup {
             }
         }
     }
+}
+
+/// Removes the cgroups of sandboxes whose corral is gone: a corral killed with SIGKILL never
+/// runs [`SandboxCgroup::remove`], and its empty `corral-<pid>-<n>` directories would stay
+/// forever. A cgroup whose launcher pid still runs is left alone, and one that still has
+/// processes refuses removal (EBUSY). (A corral in another pid namespace sharing this cgroup
+/// looks gone; at worst its start then fails to join the cgroup it just made and reports it.)
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(launcher_pid) else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
+/// The launcher pid in a sandbox cgroup's name, `corral-<pid>-<n>`.
+fn launcher_pid(name: &str) -> Option<u32> {
+    let (pid, suffix) = name.strip_prefix("corral-")?.split_once('-')?;
+    suffix.parse::<u64>().ok()?;
+    pid.parse().ok()
 }
 
 fn kill_members(dir: &Path) {
@@ -458,6 +486,24 @@ mod tests {
         assert!(cgroup.is_empty());
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains("pids"), "{warnings:?}");
+    }
+
+    #[test]
+    fn cgroups_of_launchers_that_are_gone_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Above the kernel's pid_max: no such process.
+        let gone = "corral-2147483647-12";
+        let running = format!("corral-{}-34", std::process::id());
+        for name in [gone, &running, "corral-probe-56", "someone-else"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        remove_stale(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, [running.as_str(), "corral-probe-56", "someone-else"]);
     }
 
     #[test]

@@ -93,6 +93,15 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// A path the sandbox mounts over (a protected or hidden path) turned into a symlink
+    /// between planning and mounting; nothing was mounted through it.
+    #[error(
+        "{path} became a symlink while the sandbox was being built, so corral cannot protect or hide it; another sandbox on the same workspace may be changing it: run again once that sandbox has ended"
+    )]
+    SwappedForSymlink {
+        /// The path inside the sandbox.
+        path: PathBuf,
+    },
     /// A process-setup step failed.
     #[error("cannot {step}: {source}")]
     Setup {

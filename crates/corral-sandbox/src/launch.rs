@@ -155,6 +155,13 @@ fn run_in_cgroup(
         let _ = kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
         let _ = previous_mask.thread_set_mask();
+        // A supervisor that failed while building the sandbox closes the go pipe before the
+        // second byte ("broken pipe" here); the message it reported says why.
+        let mut message = String::new();
+        let _ = File::from(errors_read).read_to_string(&mut message);
+        if !message.is_empty() {
+            return Err(SandboxError::Child(message));
+        }
         return Err(e);
     }
 

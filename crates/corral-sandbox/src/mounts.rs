@@ -6,6 +6,12 @@
 //! device nodes bound into `/dev`. Mount propagation is private, so nothing done here leaks
 //! back to the host. Runs in the sandbox's first process, which holds every capability of the
 //! new user namespace (and none on the host).
+//!
+//! Paths inside writable trees (the workspace above all) can change while the root is being
+//! built: another sandbox on the same workspace may be running. Everything mounted onto such a
+//! path (protected files, hidden credentials) is therefore opened once, with no symlink
+//! followed, and mounted through that descriptor, so a symlink swapped in cannot redirect the
+//! mount, nor make a host path appear inside.
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,6 +31,8 @@ const STAGING: &str = "/tmp";
 const NEW_ROOT: &str = "/tmp/newroot";
 /// An empty file with no permissions, bound over hidden files.
 const HIDDEN_FILE: &str = "/tmp/hidden";
+/// An empty, read-only, inaccessible tmpfs, bound over hidden directories.
+const HIDDEN_DIR: &str = "/tmp/hidden-dir";
 
 /// Device nodes bound from the host's `/dev`.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -157,6 +165,11 @@ pub fn build_root(plan: &SandboxPlan, sources: Sources) -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
     )?;
     write_file(Path::new(HIDDEN_FILE), "", 0o000)?;
+    mount_tmpfs(
+        Path::new(HIDDEN_DIR),
+        "mode=0000,size=4k",
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
+    )?;
     mount_skeleton(plan, devices)?;
     attach(workspace, &staged(Path::new(WORKSPACE_DIR)), true)?;
     for step in &plan.mounts {
@@ -293,26 +306,18 @@ fn apply_step(step: &MountStep, binds: &mut HashMap<PathBuf, (OwnedFd, bool)>) -
             symlink(points_to, &link).map_err(io_err("symlink", &link))
         }
         MountStep::HideDir { target } => {
-            let target = staged(target);
-            if !target.is_dir() {
+            let Some(object) = open_staged(target)? else {
+                return Ok(());
+            };
+            if !is_dir(&object) {
                 return Ok(());
             }
-            mount(
-                Some("tmpfs"),
-                &target,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RDONLY,
-                Some("mode=0000,size=4k"),
-            )
-            .map_err(mount_err("hide", &target))
+            cover(Path::new(HIDDEN_DIR), &object, target)
         }
-        MountStep::HideFile { target } => {
-            let target = staged(target);
-            if target.symlink_metadata().is_err() {
-                return Ok(());
-            }
-            bind(Path::new(HIDDEN_FILE), &target, false)
-        }
+        MountStep::HideFile { target } => match open_staged(target)? {
+            Some(object) => cover(Path::new(HIDDEN_FILE), &object, target),
+            None => Ok(()),
+        },
     }
 }
 
@@ -330,13 +335,71 @@ fn protect(protected: &[PathBuf]) -> Result<()> {
             .collect();
         for ancestor in ancestors.into_iter().rev() {
             if !pinned.iter().any(|p| p == ancestor) {
-                bind(&staged(ancestor), &staged(ancestor), true)?;
+                bind_onto_itself(ancestor, true)?;
                 pinned.push(ancestor.to_path_buf());
             }
         }
-        bind(&staged(path), &staged(path), false)?;
+        bind_onto_itself(path, false)?;
     }
     Ok(())
+}
+
+/// Opens `inside` (an absolute path inside the sandbox) in the new root, following no
+/// symlink anywhere on the way. `None` when it does not exist or cannot be reached (a 0700
+/// home of another user, say): the command, with the same uid and no capabilities, cannot
+/// reach it either. A symlink is an error: the plan saw none there, so something is racing
+/// the build.
+fn open_staged(inside: &Path) -> Result<Option<OwnedFd>> {
+    let root = fs::File::open(NEW_ROOT).map_err(io_err("open", NEW_ROOT))?;
+    let relative = inside.strip_prefix("/").unwrap_or(inside);
+    match sys::open_beneath_no_symlinks(&root, relative) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES)
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(SandboxError::SwappedForSymlink {
+            path: inside.to_path_buf(),
+        }),
+        Err(e) => Err(io_err("open", inside)(e)),
+    }
+}
+
+fn is_dir(object: &OwnedFd) -> bool {
+    nix::sys::stat::fstat(object.as_raw_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .unwrap_or(false)
+}
+
+/// Bind-mounts the file or directory at `inside` onto itself (nosuid, nodev, read-only unless
+/// `writable`): it becomes a mount point, which cannot be renamed or removed.
+fn bind_onto_itself(inside: &Path, writable: bool) -> Result<()> {
+    let object = open_staged(inside)?.ok_or_else(|| SandboxError::Mount {
+        step: "protect",
+        path: inside.to_path_buf(),
+        source: std::io::Error::from_raw_os_error(libc::ENOENT),
+    })?;
+    let tree = sys::open_tree_clone_of(&object).map_err(io_err("take a copy of", inside))?;
+    let mut attrs = sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    if !writable {
+        attrs |= sys::MOUNT_ATTR_RDONLY;
+    }
+    sys::mount_setattr(tree.as_raw_fd(), Path::new(""), attrs, None)
+        .map_err(io_err("restrict", inside))?;
+    sys::move_mount_onto(&tree, &object).map_err(io_err("protect", inside))
+}
+
+/// Mounts a read-only copy of `cover` (the empty hidden file or directory) over `object`.
+fn cover(cover: &Path, object: &OwnedFd, inside: &Path) -> Result<()> {
+    let tree = sys::open_tree_clone(cover).map_err(io_err("take a copy of", cover))?;
+    let attrs = sys::MOUNT_ATTR_RDONLY | sys::MOUNT_ATTR_NOSUID | sys::MOUNT_ATTR_NODEV;
+    sys::mount_setattr(tree.as_raw_fd(), Path::new(""), attrs, None)
+        .map_err(io_err("restrict", cover))?;
+    sys::move_mount_onto(&tree, object).map_err(io_err("hide", inside))
 }
 
 fn create_parent(path: &Path) -> Result<()> {

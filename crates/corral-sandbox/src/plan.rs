@@ -507,16 +507,39 @@ fn protected_paths(
         if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
             return Err(PlanError::BadProtectedPath(relative.clone()));
         }
-        let host = workspace.join(rel);
-        match host.symlink_metadata() {
-            Ok(meta) if !meta.file_type().is_symlink() => {
-                present.push(Path::new(WORKSPACE_DIR).join(rel))
+        // The sandbox mounts over protected paths without following symlinks (one swapped in
+        // later must not redirect the mount), so only symlink-free paths are listed. A symlink
+        // cannot be bind-mounted over; the target is what matters.
+        let mut prefix = workspace.to_path_buf();
+        let mut kind = PathKind::Present;
+        for component in rel.components() {
+            prefix.push(component);
+            match prefix.symlink_metadata() {
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    kind = PathKind::ThroughSymlink;
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    kind = PathKind::Missing;
+                    break;
+                }
             }
-            Ok(_) => {} // a symlink cannot be bind-mounted over; the target is what matters
-            Err(_) => missing.push(host),
+        }
+        match kind {
+            PathKind::Present => present.push(Path::new(WORKSPACE_DIR).join(rel)),
+            PathKind::Missing => missing.push(workspace.join(rel)),
+            PathKind::ThroughSymlink => {}
         }
     }
     Ok((present, missing))
+}
+
+/// What a protected path is on the host when the plan is made.
+enum PathKind {
+    Present,
+    Missing,
+    ThroughSymlink,
 }
 
 /// A hooks directory inside the worktree named by `core.hooksPath` in `.git/config` (husky's
@@ -640,6 +663,16 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".git/hooks")).unwrap();
         let plan = input(dir.path()).build().unwrap();
         assert_eq!(plan.protected, vec![PathBuf::from("/workspace/.git/hooks")]);
+        assert_eq!(plan.protected_missing, vec![plan.workspace.join(".envrc")]);
+    }
+
+    #[test]
+    fn protected_paths_reached_through_a_symlink_are_left_to_their_target() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("real-git/hooks")).unwrap();
+        std::os::unix::fs::symlink("real-git", dir.path().join(".git")).unwrap();
+        let plan = input(dir.path()).build().unwrap();
+        assert!(plan.protected.is_empty(), "{:?}", plan.protected);
         assert_eq!(plan.protected_missing, vec![plan.workspace.join(".envrc")]);
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Threat model: the supervisor shares a uid with the agent but keeps nothing the agent could
 //! use: it drops every capability once the sandbox is built, is not dumpable (so neither
-//! `/proc/1/mem` nor ptrace reach it), and holds no descriptor the command inherits.
+//! `/proc/1/mem` nor ptrace reach it), holds no descriptor the command inherits, and closes
+//! the caller's descriptors (which the clone copied) before anything else.
 //! Its main loop is a single `poll` over a signalfd and, with a terminal, the two terminal
 //! ends; further channels (the egress bridge) join that loop as more descriptors.
 
@@ -83,6 +84,17 @@ fn supervise(
             source: e.into(),
         }
     };
+    // The clone copied every descriptor of the caller's (`exec 7</somewhere` in a shell that
+    // ran corral, say). The command never gets them, but the supervisor lives next to it for
+    // the whole run: it keeps only what the launcher handed it on purpose.
+    let keep: Vec<RawFd> = [start.go.as_raw_fd(), errors]
+        .into_iter()
+        .chain(start.mapped_trees.values().map(|fd| fd.as_raw_fd()))
+        .collect();
+    sys::close_fds_except_all(&keep).map_err(|source| SandboxError::Setup {
+        step: "close the caller's descriptors",
+        source,
+    })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(setup("follow the launcher's death"))?;
     let lifeline = start.go;

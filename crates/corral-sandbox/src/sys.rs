@@ -1,5 +1,5 @@
 //! The few system calls that no safe wrapper covers: fork-style `clone` into new namespaces,
-//! the new mount API (`open_tree`, `mount_setattr`, `move_mount`), `capset` and
+//! the new mount API (`open_tree`, `mount_setattr`, `move_mount`), `openat2`, `capset` and
 //! `close_range`. Every `unsafe` block in corral lives in this module.
 
 use std::ffi::CString;
@@ -60,6 +60,60 @@ pub fn open_tree_clone(path: &Path) -> io::Result<OwnedFd> {
     // SAFETY: `path` is a valid NUL-terminated string that outlives the call; the kernel
     // returns a new fd that nothing else owns, which OwnedFd takes over.
     let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a freshly created descriptor owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `open_tree(fd, "", OPEN_TREE_CLONE | AT_EMPTY_PATH | AT_RECURSIVE)`: a detached copy of
+/// the mount tree at the file or directory `fd` refers to (an `O_PATH` descriptor, say), with
+/// no path resolved again.
+pub fn open_tree_clone_of(fd: &impl AsRawFd) -> io::Result<OwnedFd> {
+    let flags = libc::OPEN_TREE_CLONE
+        | libc::OPEN_TREE_CLOEXEC
+        | libc::AT_RECURSIVE as u32
+        | libc::AT_EMPTY_PATH as u32;
+    // SAFETY: the empty path is a valid NUL-terminated string and `fd` is an open descriptor
+    // borrowed for the call; the kernel returns a new fd that nothing else owns.
+    let tree = unsafe { libc::syscall(libc::SYS_open_tree, fd.as_raw_fd(), c"".as_ptr(), flags) };
+    if tree < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: tree is a freshly created descriptor owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(tree as RawFd) })
+}
+
+/// The `struct open_how` of `openat2(2)` (libc's is not constructible outside libc).
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// `openat2(dir, path, O_PATH | O_CLOEXEC)` resolving `path` beneath `dir` without following
+/// any symlink (`ELOOP`), magic link or `..` out of `dir` (`EXDEV`): the descriptor names
+/// exactly the object at that path, whatever a concurrent process does to it afterwards.
+pub fn open_beneath_no_symlinks(dir: &impl AsRawFd, path: &Path) -> io::Result<OwnedFd> {
+    let cpath = cstring(path)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `cpath` and `how` are valid for the call and the size passed is the size of the
+    // struct the kernel reads; the kernel returns a new fd that nothing else owns.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            cpath.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -136,6 +190,28 @@ pub fn move_mount_to(tree: &OwnedFd, target: &Path) -> io::Result<()> {
             libc::AT_FDCWD,
             target.as_ptr(),
             libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Attaches the detached mount `tree` on top of the file or directory `target` refers to,
+/// without resolving a path again.
+pub fn move_mount_onto(tree: &OwnedFd, target: &impl AsRawFd) -> io::Result<()> {
+    let empty = c"";
+    // SAFETY: the empty paths are valid NUL-terminated strings; both descriptors are open and
+    // borrowed for the call only.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            empty.as_ptr(),
+            target.as_raw_fd(),
+            empty.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH,
         )
     };
     if ret < 0 {
@@ -321,9 +397,17 @@ pub fn wait_signal(set: &nix::sys::signal::SigSet) -> io::Result<(libc::c_int, l
 
 /// Closes every descriptor from 3 up, except `keep`.
 pub fn close_fds_except(keep: RawFd) -> io::Result<()> {
+    close_fds_except_all(&[keep])
+}
+
+/// Closes every descriptor from 3 up, except those in `keep`.
+///
+/// The caller guarantees that no live Rust object owns a descriptor it does not list (the
+/// supervisor calls this first thing after the fork, the command right before exec).
+pub fn close_fds_except_all(keep: &[RawFd]) -> io::Result<()> {
     let close = |first: RawFd, last: u32| {
-        // SAFETY: close_range only closes descriptors; it is called right before exec, when
-        // no live Rust object uses a descriptor in the range.
+        // SAFETY: close_range only closes descriptors, and the caller guarantees that none in
+        // the range belongs to a live Rust object.
         let ret = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, last, 0) };
         if ret < 0 {
             Err(io::Error::last_os_error())
@@ -331,10 +415,17 @@ pub fn close_fds_except(keep: RawFd) -> io::Result<()> {
             Ok(())
         }
     };
-    if keep > 3 {
-        close(3, (keep - 1) as u32)?;
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|fd| *fd >= 3).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    let mut first = 3;
+    for fd in keep {
+        if fd > first {
+            close(first, (fd - 1) as u32)?;
+        }
+        first = fd + 1;
     }
-    close(keep.max(2) + 1, u32::MAX)
+    close(first, u32::MAX)
 }
 
 /// Drops every capability from the bounding set, clears the ambient set, then clears the

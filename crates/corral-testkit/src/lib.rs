@@ -13,6 +13,7 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// The unprivileged uid/gid tests switch to when they run as root. It has no passwd entry on
 /// purpose: corral must not depend on one.
@@ -44,6 +45,40 @@ impl Caller {
             Caller::Root => 0,
             Caller::Unprivileged if is_root() => TEST_UID,
             Caller::Unprivileged => current_uid(),
+        }
+    }
+
+    /// Whether running as this caller means dropping root through `setpriv`.
+    fn drops_root(self) -> bool {
+        self == Caller::Unprivileged && is_root()
+    }
+
+    /// `program` run directly on the host (no sandbox) as this caller, with a minimal
+    /// environment: `PATH=/usr/bin:/bin`, `LC_ALL=C` and, for the unprivileged caller,
+    /// `HOME=/nonexistent`. Escape tests run an attack this way to prove that it works
+    /// outside the sandbox.
+    pub fn host_command(self, program: impl AsRef<OsStr>) -> Command {
+        let mut command = self.command_for(program.as_ref());
+        command
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LC_ALL", "C");
+        if self.drops_root() {
+            command.env("HOME", "/nonexistent");
+        }
+        command
+    }
+
+    /// `program` as this caller, environment untouched.
+    fn command_for(self, program: &OsStr) -> Command {
+        if self.drops_root() {
+            let mut c = Command::new("setpriv");
+            let id = TEST_UID.to_string();
+            c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"])
+                .arg(program);
+            c
+        } else {
+            Command::new(program)
         }
     }
 }
@@ -163,20 +198,12 @@ impl Corral {
 
     /// The command line that runs corral as the caller (through `setpriv` when dropping root).
     pub fn command(&self) -> Command {
-        let mut command = if self.caller == Caller::Unprivileged && is_root() {
-            let mut c = Command::new("setpriv");
-            let id = TEST_UID.to_string();
-            c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"])
-                .arg(&self.binary);
-            c
-        } else {
-            Command::new(&self.binary)
-        };
+        let mut command = self.caller.command_for(self.binary.as_os_str());
         command.args(&self.args);
         if let Some(cwd) = &self.cwd {
             command.current_dir(cwd);
         }
-        if self.caller == Caller::Unprivileged && is_root() {
+        if self.caller.drops_root() {
             command.env("HOME", "/nonexistent");
         }
         for (name, value) in &self.env {
@@ -201,6 +228,88 @@ impl Corral {
         }
         child.wait_with_output().expect("wait for corral")
     }
+
+    /// Like [`Corral::output`], but gives up after `limit`: see [`output_within`].
+    pub fn output_within(self, limit: Duration) -> Output {
+        self.pid_and_output_within(limit).1
+    }
+
+    /// Like [`Corral::output_within`], and also returns corral's pid (`setpriv` execs corral,
+    /// so the pid is corral's either way): a sandbox's cgroups are named after it.
+    pub fn pid_and_output_within(self, limit: Duration) -> (u32, Output) {
+        let mut command = self.command();
+        pid_and_output_within(&mut command, self.stdin.as_deref(), limit)
+    }
+}
+
+/// Runs `command` to completion with `stdin` (or `/dev/null`) and returns its output, or
+/// kills it and panics once `limit` has passed. The limit is a generous bound that turns a
+/// hung sandbox, or a process that escaped it still holding stdout, into a test failure
+/// instead of a hung test run; it is never a performance threshold.
+pub fn output_within(command: &mut Command, stdin: Option<&[u8]>, limit: Duration) -> Output {
+    pid_and_output_within(command, stdin, limit).1
+}
+
+/// [`output_within`], plus the pid the command ran as.
+pub fn pid_and_output_within(
+    command: &mut Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+) -> (u32, Output) {
+    let deadline = Instant::now() + limit;
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let input = input.to_vec();
+        std::thread::spawn(move || pipe.write_all(&input));
+    }
+    let stdout = read_in_background(child.stdout.take().expect("stdout is piped"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr is piped"));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {limit:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>, name: &str| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left).unwrap_or_else(|_| {
+            panic!("{command:?} exited, but something it started still holds its {name} open")
+        })
+    };
+    let output = Output {
+        status,
+        stdout: collect(stdout, "stdout"),
+        stderr: collect(stderr, "stderr"),
+    };
+    (child.id(), output)
+}
+
+fn read_in_background(
+    mut pipe: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
 }
 
 /// Convenience accessors on a finished run.
