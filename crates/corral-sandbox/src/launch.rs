@@ -54,6 +54,17 @@ pub struct Outcome {
 /// `on_warning` is called for each warning as soon as it is known (before the command runs),
 /// so the user sees it in order with the command's output.
 pub fn run(plan: &SandboxPlan, on_warning: &mut dyn FnMut(&str)) -> Result<i32, SandboxError> {
+    run_then(plan, on_warning, Box::new(|| {}))
+}
+
+/// Like [`run`], calling `forked` in the launcher right after the supervisor is forked: the
+/// first moment the launcher may start threads (an in-process egress proxy, say), since the
+/// fork itself needs a single-threaded process.
+pub fn run_then(
+    plan: &SandboxPlan,
+    on_warning: &mut dyn FnMut(&str),
+    forked: Box<dyn FnOnce() + '_>,
+) -> Result<i32, SandboxError> {
     let programs = seccomp::compile()?;
     let mapped_trees = userns::idmapped_trees(plan)?;
     let name = format!("corral-{}-{}", std::process::id(), unique_suffix());
@@ -61,7 +72,7 @@ pub fn run(plan: &SandboxPlan, on_warning: &mut dyn FnMut(&str)) -> Result<i32, 
     for warning in &warnings {
         on_warning(warning);
     }
-    let result = run_in_cgroup(plan, &cgroup, programs, mapped_trees);
+    let result = run_in_cgroup(plan, &cgroup, programs, mapped_trees, forked);
     cgroup.remove();
     for path in &plan.protected_missing {
         if path.symlink_metadata().is_ok() {
@@ -93,6 +104,7 @@ fn run_in_cgroup(
     cgroup: &SandboxCgroup,
     seccomp: Vec<seccompiler::BpfProgram>,
     mapped_trees: HashMap<PathBuf, OwnedFd>,
+    forked: Box<dyn FnOnce() + '_>,
 ) -> Result<i32, SandboxError> {
     let (go_read, go_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
@@ -132,6 +144,7 @@ fn run_in_cgroup(
         }
         Ok(Forked::Parent(pid)) => Pid::from_raw(pid),
     };
+    forked();
     drop(go_read);
     drop(errors_write);
     drop(mapped_trees);

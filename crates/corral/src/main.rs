@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod doctor_cmd;
+mod egress;
 mod policy_cmd;
 mod run_cmd;
 

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use corral_policy::Profile;
+use corral_policy::{HostRule, Profile};
+
+use crate::egress::{self, InProcessEgress};
 use corral_sandbox::{Identity, Limits, PlanInput, launch};
 
 /// Exit status when corral itself failed (the command's own statuses pass through).
@@ -47,9 +49,13 @@ pub struct RunArgs {
     /// Pass a variable: NAME=VALUE, or NAME to pass the caller's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
-    /// Allow connections to HOST[:PORT] for this run (needs the egress proxy).
+    /// Allow connections to HOST[:PORT] (or *.domain, ports as 22,443) for this run.
     #[arg(long = "allow-net", value_name = "HOST[:PORT]")]
     allow_net: Vec<String>,
+    /// Append every egress decision to this JSON-lines file
+    /// (default: $XDG_STATE_HOME/corral/audit.jsonl or ~/.local/state/corral/audit.jsonl).
+    #[arg(long, env = "CORRAL_AUDIT_LOG", value_name = "FILE")]
+    audit_log: Option<PathBuf>,
     /// Memory limit, e.g. 2G or 512M (overrides the profile).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
@@ -65,8 +71,8 @@ pub struct RunArgs {
     /// Host gid the sandbox runs as when corral runs as root.
     #[arg(long, env = "CORRAL_HOST_GID", default_value_t = DEFAULT_HOST_ID)]
     host_gid: u32,
-    /// Give the sandbox a way out through the egress proxy listening on this unix socket (a
-    /// gateway's, say): programs inside reach it as http://127.0.0.1:3128.
+    /// Use the egress proxy listening on this unix socket (a gateway's, say) instead of
+    /// corral's own: programs inside reach it as http://127.0.0.1:3128.
     #[arg(long, value_name = "PATH")]
     egress_socket: Option<PathBuf>,
     /// Print the sandbox plan as JSON instead of running it.
@@ -105,24 +111,54 @@ impl Caller {
 
 /// Runs `corral run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if !args.allow_net.is_empty() {
-        bail!(
-            "--allow-net needs the egress proxy, which this build does not have yet: the sandbox has loopback only"
-        );
-    }
     let caller = Caller::from_process()?;
-    let profile = match &args.policy {
+    let mut profile = match &args.policy {
         Some(path) => Profile::load(path)?,
         None => Profile::builtin(&args.profile)?,
     };
-    let plan = plan_input(&args, &profile, &caller)?.build()?;
+    for rule in &args.allow_net {
+        let parsed = rule
+            .parse::<HostRule>()
+            .map_err(|e| anyhow::anyhow!("--allow-net {rule}: {e}"))?;
+        profile.network.allow.push(parsed);
+    }
+    let mut warn = |warning: &str| eprintln!("corral: warning: {warning}");
+    let mut input = plan_input(&args, &profile, &caller)?;
+    let mut egress_warnings = Vec::new();
+    let egress = match &args.egress_socket {
+        None if !profile.network.allow.is_empty() && !args.dry_run => {
+            let reloadable = args.policy.as_deref().filter(|_| args.allow_net.is_empty());
+            let audit_log = args.audit_log.clone().or_else(|| {
+                egress::default_audit_log(caller.variable("XDG_STATE_HOME"), caller.home.as_deref())
+            });
+            let sandbox_id = format!("run-{}", std::process::id());
+            let egress = InProcessEgress::prepare(
+                profile,
+                reloadable,
+                &sandbox_id,
+                audit_log.as_deref(),
+                &mut egress_warnings,
+            )?;
+            input.egress_socket = Some(egress.socket().to_path_buf());
+            Some(egress)
+        }
+        _ => None,
+    };
+    let plan = input.build()?;
+    for warning in &egress_warnings {
+        warn(warning.as_str());
+    }
     if args.dry_run {
         println!("{}", serde_json::to_string_pretty(&plan)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let code = launch::run(&plan, &mut |warning| {
-        eprintln!("corral: warning: {warning}")
-    })?;
+    let mut running = None;
+    let code = launch::run_then(
+        &plan,
+        &mut warn,
+        Box::new(|| running = egress.map(InProcessEgress::start)),
+    )?;
+    drop(running);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(CORRAL_FAILED)))
 }
 

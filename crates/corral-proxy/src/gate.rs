@@ -1,0 +1,193 @@
+//! The gate: resolve a destination, decide `connect` for each address, record every decision,
+//! and open the connection only to an address that was allowed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_policy::{
+    Action, AuditEvent, AuditLog, Decision, PolicyHandle, Request, SandboxIdentity,
+};
+use tokio::net::TcpStream;
+
+/// The reason recorded when a tunnel's TLS server name is not the host it was allowed to.
+pub const SNI_MISMATCH: &str = "sni-mismatch";
+
+/// Why a destination was not reached.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Policy denied it; the deciding policy ids.
+    Denied {
+        /// What was asked (`github.com:443`, `GET example.com/x`).
+        what: String,
+        /// The profile that decided.
+        profile: String,
+        /// Deciding policy ids.
+        reasons: Vec<String>,
+    },
+    /// The request itself was malformed (bad host or port).
+    BadRequest(String),
+    /// Allowed, but the host could not be resolved or reached.
+    Unreachable(String),
+}
+
+/// Decides and records for one sandbox.
+pub struct Gate {
+    sandbox: SandboxIdentity,
+    policy: Arc<PolicyHandle>,
+    audit: Option<Arc<AuditLog>>,
+    connect_timeout: Duration,
+}
+
+impl Gate {
+    /// A gate for `sandbox`.
+    pub fn new(
+        sandbox: SandboxIdentity,
+        policy: Arc<PolicyHandle>,
+        audit: Option<Arc<AuditLog>>,
+        connect_timeout: Duration,
+    ) -> Self {
+        Self {
+            sandbox,
+            policy,
+            audit,
+            connect_timeout,
+        }
+    }
+
+    /// The sandbox's id, for logs.
+    pub fn sandbox_id(&self) -> &str {
+        &self.sandbox.id
+    }
+
+    /// Decides `action`, records it, and returns the decision.
+    pub fn decide(&self, action: Action) -> Decision {
+        let request = Request {
+            sandbox: self.sandbox.clone(),
+            action,
+        };
+        let engine = self.policy.current();
+        let decision = engine.decide(&request);
+        self.record(&request, &engine.profile().name, &decision);
+        decision
+    }
+
+    fn record(&self, request: &Request, profile: &str, decision: &Decision) {
+        let event = AuditEvent::new(request, profile, decision);
+        tracing::info!(
+            sandbox = %self.sandbox.id,
+            action = %event.action,
+            resource = %event.resource,
+            decision = %event.decision,
+            policies = %decision.reasons_text(),
+            "egress decision"
+        );
+        if let Some(audit) = &self.audit
+            && let Err(e) = audit.record(&event)
+        {
+            tracing::warn!(error = %e, "audit log write failed");
+        }
+    }
+
+    /// Records a tunnel refused because its TLS ClientHello named `claimed` rather than the
+    /// host that was allowed: domain fronting, or relaying through an allowed host.
+    pub fn refuse_server_name(&self, claimed: &str, allowed: &str, port: u16) {
+        let request = Request {
+            sandbox: self.sandbox.clone(),
+            action: Action::Connect {
+                host: claimed.to_string(),
+                port,
+                ip: None,
+            },
+        };
+        let decision = Decision {
+            allowed: false,
+            audit_only: false,
+            reasons: vec![SNI_MISMATCH.to_string()],
+            errors: vec![format!("the tunnel was allowed to {allowed}:{port}")],
+        };
+        let event = AuditEvent::new(&request, &self.profile_name(), &decision);
+        tracing::warn!(sandbox = %self.sandbox.id, claimed, allowed, "TLS server name does not match the CONNECT host");
+        if let Some(audit) = &self.audit
+            && let Err(e) = audit.record(&event)
+        {
+            tracing::warn!(error = %e, "audit log write failed");
+        }
+    }
+
+    /// The profile name now in force.
+    pub fn profile_name(&self) -> String {
+        self.policy.current().profile().name.clone()
+    }
+
+    /// Resolves `host`, decides `connect` for each address and connects to the first allowed
+    /// one. The first denial is reported when none is allowed.
+    pub async fn open(&self, host: &str, port: u16) -> Result<TcpStream, Refusal> {
+        let host = normalize(host)?;
+        // Decided on the name first: a name no rule allows is never looked up, so the
+        // sandbox cannot leak data through the proxy's DNS queries.
+        let by_name = Request {
+            sandbox: self.sandbox.clone(),
+            action: Action::Connect {
+                host: host.clone(),
+                port,
+                ip: None,
+            },
+        };
+        let engine = self.policy.current();
+        let named = engine.decide(&by_name);
+        if !named.allowed {
+            self.record(&by_name, &engine.profile().name, &named);
+            return Err(Refusal::Denied {
+                what: format!("connect to {host}:{port}"),
+                profile: engine.profile().name.clone(),
+                reasons: named.reasons,
+            });
+        }
+        let addresses = self.resolve(&host, port).await?;
+        let mut first_denial = None;
+        let mut last_error = None;
+        for address in addresses {
+            let decision = self.decide(Action::Connect {
+                host: host.clone(),
+                port,
+                ip: Some(address.ip()),
+            });
+            if !decision.allowed {
+                first_denial.get_or_insert(decision.reasons);
+                continue;
+            }
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => return Ok(stream),
+                Ok(Err(e)) => last_error = Some(format!("{address}: {e}")),
+                Err(_) => last_error = Some(format!("{address}: timed out")),
+            }
+        }
+        match (first_denial, last_error) {
+            (_, Some(error)) => Err(Refusal::Unreachable(format!(
+                "cannot connect to {host}:{port} ({error})"
+            ))),
+            (Some(reasons), None) => Err(Refusal::Denied {
+                what: format!("connect to {host}:{port}"),
+                profile: self.profile_name(),
+                reasons,
+            }),
+            (None, None) => Err(Refusal::Unreachable(format!("{host} has no addresses"))),
+        }
+    }
+
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, Refusal> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        match tokio::net::lookup_host((host, port)).await {
+            Ok(found) => Ok(found.collect()),
+            Err(e) => Err(Refusal::Unreachable(format!("cannot resolve {host}: {e}"))),
+        }
+    }
+}
+
+/// Lower-cases a host and strips brackets and a trailing dot, refusing what is not a host.
+pub fn normalize(host: &str) -> Result<String, Refusal> {
+    corral_policy::normalize_host(host).map_err(Refusal::BadRequest)
+}

@@ -1,0 +1,176 @@
+//! corral's egress proxy: the only way out of a sandbox, every connection a Cedar decision.
+//!
+//! Threat model: everything arriving on a sandbox's egress socket comes from an agent that may
+//! be hostile. The socket, not anything the agent sends, says which sandbox is talking (one
+//! socket per sandbox). The proxy resolves names itself (the sandbox has no DNS to exfiltrate
+//! through) and decides `connect` for each resolved address, so a name that resolves to
+//! loopback, a private network or cloud metadata is refused unless the profile grants that
+//! address (Cedar's `non-public-address` forbid). A TLS tunnel must name, in its ClientHello,
+//! the host that was allowed (no domain fronting). Headers are bounded in size, reading them
+//! is bounded in time, and each sandbox gets a bounded number of concurrent connections, so a
+//! slow or malicious client cannot exhaust the proxy. Denials are 403s whose body and
+//! `X-Corral-Deny` header name the deciding policy; every decision is an audit event.
+//!
+//! It speaks HTTP CONNECT (any TCP: HTTPS, SSH for git) and absolute-URI HTTP/1.1 forwarding
+//! with keep-alive. It does not (yet) intercept TLS.
+#![forbid(unsafe_code)]
+
+mod connect;
+mod forward;
+mod gate;
+mod reply;
+mod sni;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corral_policy::{AuditLog, PolicyHandle, SandboxIdentity};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::UnixListener;
+use tokio::sync::Semaphore;
+
+pub use gate::Gate;
+
+/// Bounds that keep one sandbox from exhausting the proxy.
+///
+/// # Defaults
+/// 256 concurrent connections, 16 KiB of request head, 100 headers, 30 s to send a request
+/// head, 10 s to connect upstream, 10 s for a tunnel's TLS ClientHello.
+#[derive(Debug, Clone)]
+pub struct ProxyLimits {
+    /// Connections served at once; more wait in the socket's backlog.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; larger gets 431.
+    pub max_head_bytes: usize,
+    /// Most headers in one request; more gets 431.
+    pub max_headers: usize,
+    /// Time allowed to send a complete request head.
+    pub head_timeout: Duration,
+    /// Time allowed to connect to the upstream host.
+    pub connect_timeout: Duration,
+    /// Time allowed for a tunnel's first bytes (the TLS ClientHello) to arrive.
+    pub hello_timeout: Duration,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 256,
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            head_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The proxy for one sandbox: its identity, the policy that decides for it, where decisions
+/// are recorded, and its limits.
+#[derive(Clone)]
+pub struct EgressProxy {
+    gate: Arc<Gate>,
+    limits: Arc<ProxyLimits>,
+}
+
+impl EgressProxy {
+    /// A proxy deciding with `policy` for `sandbox`, recording to `audit` when given.
+    pub fn new(
+        sandbox: SandboxIdentity,
+        policy: Arc<PolicyHandle>,
+        audit: Option<Arc<AuditLog>>,
+        limits: ProxyLimits,
+    ) -> Self {
+        Self {
+            gate: Arc::new(Gate::new(sandbox, policy, audit, limits.connect_timeout)),
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// Binds the sandbox's egress socket at `path` (mode 0666: the socket is reached only
+    /// through its private directory and the bind mount into the sandbox). Binding starts no
+    /// thread, so it can happen before the sandbox is forked; connections wait in the backlog
+    /// until [`EgressProxy::serve_blocking`].
+    pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+        use std::os::unix::fs::PermissionsExt;
+        let listener = std::os::unix::net::UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(listener)
+    }
+
+    /// Serves `listener` on the calling thread with its own single-threaded runtime, for as
+    /// long as the process lives (run it on a thread of its own).
+    pub fn serve_blocking(self, listener: std::os::unix::net::UnixListener) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async move {
+            let listener = UnixListener::from_std(listener)?;
+            self.serve(listener).await;
+            Ok(())
+        })
+    }
+
+    /// Serves connections from `listener` until the task is dropped.
+    pub async fn serve(self, listener: UnixListener) {
+        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
+        loop {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "egress socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                proxy.serve_connection(stream).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn serve_connection(&self, stream: tokio::net::UnixStream) {
+        let gate = Arc::clone(&self.gate);
+        let limits = Arc::clone(&self.limits);
+        let service = service_fn(move |request| {
+            let gate = Arc::clone(&gate);
+            let limits = Arc::clone(&limits);
+            async move { Ok::<_, std::convert::Infallible>(route(request, gate, limits).await) }
+        });
+        let served = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.head_timeout)
+            .max_buf_size(self.limits.max_head_bytes.max(8192))
+            .max_headers(self.limits.max_headers)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+        if let Err(e) = served {
+            tracing::debug!(sandbox = %self.gate.sandbox_id(), error = %e, "egress connection ended");
+        }
+    }
+}
+
+/// The body type of every response the proxy sends.
+pub(crate) type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
+
+async fn route(
+    request: hyper::Request<hyper::body::Incoming>,
+    gate: Arc<Gate>,
+    limits: Arc<ProxyLimits>,
+) -> hyper::Response<Body> {
+    if request.method() == hyper::Method::CONNECT {
+        connect::tunnel(request, gate, limits).await
+    } else {
+        forward::forward(request, gate).await
+    }
+}

@@ -1,0 +1,157 @@
+//! `corral run`'s way out: the in-process egress proxy behind 127.0.0.1:3128, deciding every
+//! connection with the run's profile and recording it in the audit log.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+
+use corral_policy::AuditEvent;
+use corral_testkit::{Caller, Corral, OutputExt, TestDir};
+
+/// An HTTP server on the host's loopback answering `hello from the host`.
+fn host_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let mut stream = stream;
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 21\r\nconnection: close\r\n\r\nhello from the host\r\n",
+            );
+        }
+    });
+    port
+}
+
+/// Python inside the sandbox: one request per port through the bridge, printing the status
+/// line, the deny header and the body's first line.
+const CLIENT: &str = r#"
+import socket, sys
+for port in sys.argv[1:]:
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    head, _, body = data.decode().partition("\r\n\r\n")
+    lines = head.split("\r\n")
+    deny = [l for l in lines if l.lower().startswith("x-corral-deny")]
+    print(lines[0], deny[0] if deny else "-", body.splitlines()[0] if body else "")
+"#;
+
+fn audit(path: &std::path::Path) -> Vec<AuditEvent> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_profile_rule_lets_one_host_port_through_and_denies_the_rest() {
+    let allowed = host_server();
+    let other = host_server();
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        let profile = ws.write(
+            caller,
+            "net.toml",
+            &format!("extends = \"restricted\"\n[network]\nallow = [\"127.0.0.1:{allowed}\"]\n"),
+        );
+        let log = ws.path().join("audit.jsonl");
+        let out = Corral::new(env!("CARGO_BIN_EXE_corral"), caller)
+            .args(["run", "--policy"])
+            .args([&profile])
+            .args(["--audit-log"])
+            .args([&log])
+            .args([
+                "--",
+                "python3",
+                "-c",
+                CLIENT,
+                &allowed.to_string(),
+                &other.to_string(),
+            ])
+            .current_dir(ws.path())
+            .output();
+        assert_eq!(
+            out.stdout_text(),
+            format!(
+                "HTTP/1.1 200 OK - hello from the host\n\
+                 HTTP/1.1 403 Forbidden x-corral-deny: default-deny \
+                 corral: connect to 127.0.0.1:{other} denied by policy default-deny (profile net).\n"
+            ),
+            "{caller:?}: {}",
+            out.stderr_text()
+        );
+        let events = audit(&log);
+        let connects: Vec<(String, String)> = events
+            .iter()
+            .filter(|e| e.action == "connect")
+            .map(|e| (e.resource.clone(), e.decision.clone()))
+            .collect();
+        assert_eq!(
+            connects,
+            [
+                (format!("127.0.0.1:{allowed}"), "allow".to_string()),
+                (format!("127.0.0.1:{other}"), "deny".to_string())
+            ],
+            "{caller:?}"
+        );
+        assert!(events.iter().all(|e| e.sandbox.starts_with("run-")));
+    }
+}
+
+#[test]
+fn allow_net_opens_a_host_for_one_run() {
+    let port = host_server();
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        let run = |extra: &[String]| {
+            Corral::new(env!("CARGO_BIN_EXE_corral"), caller)
+                .args(["run", "--audit-log"])
+                .args([ws.path().join("audit.jsonl")])
+                .args(extra)
+                .args(["--", "python3", "-c", CLIENT, &port.to_string()])
+                .current_dir(ws.path())
+                .output()
+        };
+        let denied = run(&[]);
+        assert!(
+            denied.stdout_text().starts_with(
+                "HTTP/1.1 403 Forbidden x-corral-deny: restricted/network/non-public-address"
+            ),
+            "{caller:?}: {}{}",
+            denied.stdout_text(),
+            denied.stderr_text()
+        );
+        let allowed = run(&["--allow-net".into(), format!("127.0.0.1:{port}")]);
+        assert_eq!(
+            allowed.stdout_text(),
+            "HTTP/1.1 200 OK - hello from the host\n",
+            "{caller:?}: {}",
+            allowed.stderr_text()
+        );
+    }
+}
+
+#[test]
+fn a_bad_allow_net_rule_is_refused_before_anything_runs() {
+    let ws = TestDir::new(Caller::Unprivileged);
+    let out = Corral::new(env!("CARGO_BIN_EXE_corral"), Caller::Unprivileged)
+        .args(["run", "--allow-net", "example.com:https", "--", "true"])
+        .current_dir(ws.path())
+        .output();
+    assert_eq!(out.code(), 125);
+    assert!(
+        out.stderr_text().contains(
+            "--allow-net example.com:https: \"example.com:https\": \"https\" is not a port"
+        ),
+        "{}",
+        out.stderr_text()
+    );
+}
