@@ -15,9 +15,11 @@
 //! with keep-alive. It does not (yet) intercept TLS.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 mod connect;
 mod forward;
 mod gate;
+pub mod git_receive_pack;
 mod reply;
 mod sni;
 

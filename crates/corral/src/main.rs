@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod audit_cmd;
 mod doctor_cmd;
 mod egress;
 mod policy_cmd;
@@ -29,6 +30,8 @@ enum Command {
     Doctor,
     /// Validate, show and query policy profiles.
     Policy(policy_cmd::PolicyArgs),
+    /// Print recorded policy decisions, newest last (-f follows).
+    Audit(audit_cmd::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_cmd::run(*args),
         Command::Doctor => doctor_cmd::run(),
         Command::Policy(args) => policy_cmd::run(args),
+        Command::Audit(args) => audit_cmd::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("corral: {e:#}");

@@ -125,11 +125,13 @@ fn validate(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 fn show(profile: &str, cedar: bool) -> anyhow::Result<ExitCode> {
     let engine = PolicyEngine::new(Profile::resolve(profile)?)?;
-    if cedar {
-        print!("{}", engine.cedar_text());
+    let text = if cedar {
+        engine.cedar_text()
     } else {
-        print!("{}", engine.profile().to_toml());
-    }
+        engine.profile().to_toml()
+    };
+    // A reader that stops early (`| head`) is not an error worth a message.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -155,3 +155,47 @@ fn a_bad_allow_net_rule_is_refused_before_anything_runs() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn corral_audit_prints_the_recorded_decisions_and_follows_new_ones() {
+    let port = host_server();
+    let ws = TestDir::new(Caller::Unprivileged);
+    let log = ws.path().join("audit.jsonl");
+    let run = Corral::new(env!("CARGO_BIN_EXE_corral"), Caller::Unprivileged)
+        .args(["run", "--audit-log"])
+        .args([&log])
+        .args(["--", "python3", "-c", CLIENT, &port.to_string()])
+        .current_dir(ws.path())
+        .output();
+    assert!(run.stdout_text().contains("403"), "{}", run.stderr_text());
+    let printed = Corral::new(env!("CARGO_BIN_EXE_corral"), Caller::Unprivileged)
+        .args(["audit", "--file"])
+        .args([&log])
+        .output()
+        .stdout_text();
+    let last = printed.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.contains(" deny ")
+            && last.contains(&format!("connect      127.0.0.1:{port}"))
+            && last.ends_with("restricted/network/non-public-address"),
+        "{printed}"
+    );
+
+    // -f prints a decision recorded after it started.
+    let mut follow = Corral::new(env!("CARGO_BIN_EXE_corral"), Caller::Unprivileged)
+        .args(["audit", "-f", "--json", "--file"])
+        .args([&log])
+        .command();
+    let mut child = follow.stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let existing = std::fs::read_to_string(&log).unwrap().lines().count();
+    for _ in 0..existing {
+        lines.next().unwrap().unwrap();
+    }
+    let marker = r#"{"time":"t","sandbox":"later","user":"","profile":"p","action":"connect","resource":"x:1","context":{},"decision":"deny","policies":["marker"]}"#;
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(file, "{marker}").unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), marker);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
