@@ -199,3 +199,54 @@ fn corral_audit_prints_the_recorded_decisions_and_follows_new_ones() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn an_edited_policy_file_applies_to_the_running_sandbox() {
+    let port = host_server();
+    let caller = Caller::Unprivileged;
+    let ws = TestDir::new(caller);
+    let profile = ws.write(caller, "live.toml", "extends = \"restricted\"\n");
+    // The sandbox asks once, reports, then retries until the answer changes (bounded).
+    let script = format!(
+        "import socket, time\n\
+         def ask():\n\
+         \x20   s = socket.create_connection(('127.0.0.1', 3128))\n\
+         \x20   s.sendall(b'GET http://127.0.0.1:{port}/ HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+         \x20   return s.recv(100).split(b'\\r\\n')[0].decode()\n\
+         print(ask(), flush=True)\n\
+         for _ in range(600):\n\
+         \x20   answer = ask()\n\
+         \x20   if '200' in answer:\n\
+         \x20       print(answer, flush=True)\n\
+         \x20       break\n\
+         \x20   time.sleep(0.1)\n"
+    );
+    let mut command = Corral::new(env!("CARGO_BIN_EXE_corral"), caller)
+        .args(["run", "--audit-log"])
+        .args([ws.path().join("audit.jsonl")])
+        .args(["--policy"])
+        .args([&profile])
+        .args(["--", "python3", "-c", &script])
+        .current_dir(ws.path())
+        .command();
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "HTTP/1.1 403 Forbidden");
+    std::fs::write(
+        &profile,
+        format!("extends = \"restricted\"\n[network]\nallow = [\"127.0.0.1:{port}\"]\n"),
+    )
+    .unwrap();
+    assert_eq!(lines.next().unwrap().unwrap(), "HTTP/1.1 200 OK");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("profile changed; new connections use it"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
