@@ -21,7 +21,7 @@ mod forward;
 mod gate;
 pub mod git_receive_pack;
 mod reply;
-mod sni;
+pub mod sni;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -139,7 +139,12 @@ impl EgressProxy {
         }
     }
 
-    async fn serve_connection(&self, stream: tokio::net::UnixStream) {
+    /// Serves one client connection (any byte stream: the sandbox's socket, or an in-memory
+    /// pipe in tests and fuzzing) until it closes.
+    pub async fn serve_connection<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let gate = Arc::clone(&self.gate);
         let limits = Arc::clone(&self.limits);
         let service = service_fn(move |request| {
