@@ -156,6 +156,11 @@ impl HttpRules {
 /// Git push rules.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GitRules {
+    /// Git hosts whose HTTPS traffic the egress proxy intercepts, so that push rules apply to
+    /// smart-HTTP pushes there (`github.com`, `*.example.com`). Pushes to other hosts over
+    /// HTTPS pass through a tunnel the proxy cannot read.
+    #[serde(serialize_with = "serialize_all")]
+    pub intercept: Vec<HostPattern>,
     /// Push rules per remote host pattern.
     pub push: Vec<PushRule>,
     /// Mode of `git_push` decisions.
@@ -250,6 +255,12 @@ impl Profile {
             cedar: Vec::new(),
             sources: Vec::new(),
         }
+    }
+
+    /// Whether the egress proxy must intercept TLS to `host` to enforce this profile: the
+    /// host has HTTP rules, or is a git host whose pushes are guarded.
+    pub fn intercepts(&self, host: &str) -> bool {
+        self.http.has_rules_for(host) || self.git.intercept.iter().any(|p| p.matches(host))
     }
 
     /// The effective profile as TOML, the way `corral policy show` prints it.
@@ -459,6 +470,8 @@ struct HttpRuleFile {
 #[serde(deny_unknown_fields)]
 struct GitFile {
     #[serde(default)]
+    intercept: Vec<Spanned<String>>,
+    #[serde(default)]
     push: Vec<Spanned<PushRuleFile>>,
     mode: Option<Mode>,
 }
@@ -636,6 +649,11 @@ impl HttpFile {
 
 impl GitFile {
     fn apply(self, rules: &mut GitRules, source: &Source<'_>) -> Result<(), PolicyError> {
+        rules
+            .intercept
+            .extend(source.each(&self.intercept, "git.intercept", |t| {
+                t.parse::<HostPattern>()
+            })?);
         for entry in &self.push {
             let raw = entry.get_ref();
             let checked = || -> Result<PushRule, String> {

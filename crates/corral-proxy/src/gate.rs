@@ -29,6 +29,8 @@ pub enum Refusal {
     BadRequest(String),
     /// Allowed, but the host could not be resolved or reached.
     Unreachable(String),
+    /// The request names another host than the one its connection was allowed to.
+    Misdirected(String),
 }
 
 /// Decides and records for one sandbox.
@@ -113,6 +115,11 @@ impl Gate {
         {
             tracing::warn!(error = %e, "audit log write failed");
         }
+    }
+
+    /// Whether the profile now in force needs `host`'s TLS intercepted.
+    pub fn profile_intercepts(&self, host: &str) -> bool {
+        self.policy.current().profile().intercepts(host)
     }
 
     /// The profile name now in force.

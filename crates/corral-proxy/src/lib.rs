@@ -12,14 +12,22 @@
 //! `X-Corral-Deny` header name the deciding policy; every decision is an audit event.
 //!
 //! It speaks HTTP CONNECT (any TCP: HTTPS, SSH for git) and absolute-URI HTTP/1.1 forwarding
-//! with keep-alive. It does not (yet) intercept TLS.
+//! with keep-alive. TLS to hosts the profile must read (HTTP rules, guarded git hosts, hosts
+//! with an injected credential) is intercepted with corral's CA ([`Interception`]); each
+//! request there is an `http_request` decision, a smart-HTTP push is decided ref by ref before
+//! any of it reaches the remote, and a configured git token replaces whatever `Authorization`
+//! the agent sent. Other TLS passes through untouched.
 #![forbid(unsafe_code)]
 
 pub mod ca;
 mod connect;
+pub mod credentials;
+mod exchange;
 mod forward;
 mod gate;
 pub mod git_receive_pack;
+mod intercept;
+mod replay;
 mod reply;
 pub mod sni;
 
@@ -33,7 +41,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
 
+pub use credentials::Credentials;
 pub use gate::Gate;
+pub use intercept::Interception;
 
 /// Bounds that keep one sandbox from exhausting the proxy.
 ///
@@ -73,8 +83,25 @@ impl Default for ProxyLimits {
 /// are recorded, and its limits.
 #[derive(Clone)]
 pub struct EgressProxy {
-    gate: Arc<Gate>,
-    limits: Arc<ProxyLimits>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection of one sandbox's proxy shares.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) gate: Arc<Gate>,
+    pub(crate) limits: ProxyLimits,
+    /// Interception, or why it is unavailable (connections that need it are then refused).
+    pub(crate) interception: Result<Arc<Interception>, String>,
+    pub(crate) credentials: Credentials,
+}
+
+impl Shared {
+    /// Whether connections to `host` must be read: the profile has HTTP rules for it or
+    /// guards its git pushes, or a credential is to be injected there.
+    pub(crate) fn must_inspect(&self, host: &str) -> bool {
+        self.credentials.for_host(host).is_some() || self.gate.profile_intercepts(host)
+    }
 }
 
 impl EgressProxy {
@@ -86,9 +113,26 @@ impl EgressProxy {
         limits: ProxyLimits,
     ) -> Self {
         Self {
-            gate: Arc::new(Gate::new(sandbox, policy, audit, limits.connect_timeout)),
-            limits: Arc::new(limits),
+            shared: Arc::new(Shared {
+                gate: Arc::new(Gate::new(sandbox, policy, audit, limits.connect_timeout)),
+                limits,
+                interception: Err("no interception CA was configured".into()),
+                credentials: Credentials::new(),
+            }),
         }
+    }
+
+    /// Adds TLS interception (`Err`: why it is unavailable; connections that need it are then
+    /// refused with that reason) and the credentials to inject.
+    pub fn with_interception(
+        mut self,
+        interception: Result<Interception, String>,
+        credentials: Credentials,
+    ) -> Self {
+        let shared = Arc::make_mut(&mut self.shared);
+        shared.interception = interception.map(Arc::new);
+        shared.credentials = credentials;
+        self
     }
 
     /// Binds the sandbox's egress socket at `path` (mode 0666: the socket is reached only
@@ -118,7 +162,7 @@ impl EgressProxy {
 
     /// Serves connections from `listener` until the task is dropped.
     pub async fn serve(self, listener: UnixListener) {
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
+        let slots = Arc::new(Semaphore::new(self.shared.limits.max_connections));
         loop {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
@@ -145,24 +189,23 @@ impl EgressProxy {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let gate = Arc::clone(&self.gate);
-        let limits = Arc::clone(&self.limits);
+        let shared = Arc::clone(&self.shared);
         let service = service_fn(move |request| {
-            let gate = Arc::clone(&gate);
-            let limits = Arc::clone(&limits);
-            async move { Ok::<_, std::convert::Infallible>(route(request, gate, limits).await) }
+            let shared = Arc::clone(&shared);
+            async move { Ok::<_, std::convert::Infallible>(route(request, shared).await) }
         });
+        let limits = &self.shared.limits;
         let served = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.head_timeout)
-            .max_buf_size(self.limits.max_head_bytes.max(8192))
-            .max_headers(self.limits.max_headers)
+            .header_read_timeout(limits.head_timeout)
+            .max_buf_size(limits.max_head_bytes.max(8192))
+            .max_headers(limits.max_headers)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
             .await;
         if let Err(e) = served {
-            tracing::debug!(sandbox = %self.gate.sandbox_id(), error = %e, "egress connection ended");
+            tracing::debug!(sandbox = %self.shared.gate.sandbox_id(), error = %e, "egress connection ended");
         }
     }
 }
@@ -172,12 +215,11 @@ pub(crate) type Body = http_body_util::combinators::BoxBody<bytes::Bytes, hyper:
 
 async fn route(
     request: hyper::Request<hyper::body::Incoming>,
-    gate: Arc<Gate>,
-    limits: Arc<ProxyLimits>,
+    shared: Arc<Shared>,
 ) -> hyper::Response<Body> {
     if request.method() == hyper::Method::CONNECT {
-        connect::tunnel(request, gate, limits).await
+        connect::tunnel(request, shared).await
     } else {
-        forward::forward(request, gate).await
+        forward::forward(request, shared).await
     }
 }

@@ -17,12 +17,20 @@ pub fn text(body: String) -> Body {
         .boxed()
 }
 
+/// A body of raw bytes.
+pub fn bytes(body: Vec<u8>) -> Body {
+    Full::new(Bytes::from(body))
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// An empty body.
 pub fn empty() -> Body {
     text(String::new())
 }
 
-/// The response for a refusal: 403 for policy, 400 for a bad request, 502 for unreachable.
+/// The response for a refusal: 403 for policy, 400 for a bad request, 502 for unreachable,
+/// 421 for a request addressed to another host than its connection's.
 pub fn refusal(refusal: Refusal) -> Response<Body> {
     match refusal {
         Refusal::Denied {
@@ -49,6 +57,10 @@ pub fn refusal(refusal: Refusal) -> Response<Body> {
         Refusal::Unreachable(message) => {
             status(StatusCode::BAD_GATEWAY, format!("corral: {message}\n"))
         }
+        Refusal::Misdirected(message) => status(
+            StatusCode::MISDIRECTED_REQUEST,
+            format!("corral: {message}\n"),
+        ),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// A running git server; stops when dropped.
@@ -13,11 +13,22 @@ pub struct GitServer {
     address: SocketAddr,
     server: Arc<tiny_http::Server>,
     thread: Option<JoinHandle<()>>,
+    authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 impl GitServer {
-    /// Starts a server with no repositories.
+    /// Starts a server with no repositories, open to anyone.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that answers 401 to any request whose `Authorization` header is not
+    /// exactly `authorization` (as a git host requiring a token does).
+    pub fn start_requiring(authorization: &str) -> Self {
+        Self::start_with(Some(authorization.to_string()))
+    }
+
+    fn start_with(required: Option<String>) -> Self {
         let root = tempfile::tempdir().expect("git server root");
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind git server"));
         let address = server
@@ -26,8 +37,27 @@ impl GitServer {
             .expect("git server listens on TCP");
         let project_root = root.path().to_path_buf();
         let serving = Arc::clone(&server);
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&authorizations);
         let thread = std::thread::spawn(move || {
             for request in serving.incoming_requests() {
+                let given = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Authorization"))
+                    .map(|h| h.value.to_string());
+                seen.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(given.clone().unwrap_or_default());
+                if required.is_some() && given != required {
+                    let challenge = tiny_http::Header::from_bytes(
+                        &b"WWW-Authenticate"[..],
+                        &b"Basic realm=\"git\""[..],
+                    )
+                    .expect("static header");
+                    let _ = request.respond(tiny_http::Response::empty(401).with_header(challenge));
+                    continue;
+                }
                 serve(&project_root, request);
             }
         });
@@ -36,7 +66,16 @@ impl GitServer {
             address,
             server,
             thread: Some(thread),
+            authorizations,
         }
+    }
+
+    /// The `Authorization` header of every request served so far (empty when absent).
+    pub fn authorizations_seen(&self) -> Vec<String> {
+        self.authorizations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Creates a bare repository `name` (e.g. `acme/app.git`) holding one commit on `main`,

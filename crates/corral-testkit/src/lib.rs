@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 mod git_server;
+pub mod tls;
 
 pub use git_server::GitServer;
 

@@ -6,6 +6,11 @@
 //! compiled and served on a thread started only after the fork, which needs a single-threaded
 //! process. A profile with raw Cedar files is compiled up front so a broken file stops the run
 //! before it starts.
+//!
+//! TLS interception uses corral's CA, kept in the data directory (created on first use); the
+//! sandbox trusts it through a bundle (system roots plus the CA certificate, never the key)
+//! that the plan binds read-only and names in `SSL_CERT_FILE` and friends. Git tokens are
+//! read here, on the host side, and live only in the proxy.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +18,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use corral_policy::{AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
-use corral_proxy::{EgressProxy, ProxyLimits};
+use corral_proxy::ca::CertificateAuthority;
+use corral_proxy::{Credentials, EgressProxy, Interception, ProxyLimits};
+
+/// System CA bundles, by distribution, that the sandbox's bundle starts from.
+const SYSTEM_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
 
 /// How often a `--policy` file is checked for edits while the sandbox runs.
 const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -35,6 +48,18 @@ pub struct InProcessEgress {
     watch: bool,
     sandbox: SandboxIdentity,
     audit: Option<Arc<AuditLog>>,
+    interception: Result<Interception, String>,
+    credentials: Credentials,
+    ca_bundle: Option<(tempfile::TempDir, PathBuf)>,
+}
+
+/// What the proxy needs for TLS interception: where corral's CA lives and the git tokens to
+/// inject.
+pub struct InterceptionSetup {
+    /// The CA directory (`None`: no place to keep it; interception is unavailable).
+    pub ca_dir: Option<PathBuf>,
+    /// Tokens per host.
+    pub credentials: Credentials,
 }
 
 impl InProcessEgress {
@@ -45,8 +70,13 @@ impl InProcessEgress {
         reloadable: Option<&Path>,
         sandbox_id: &str,
         audit_log: Option<&Path>,
+        setup: InterceptionSetup,
         warnings: &mut Vec<String>,
     ) -> anyhow::Result<Self> {
+        let needs_interception = !setup.credentials.is_empty()
+            || !profile.git.intercept.is_empty()
+            || !profile.http.allow.is_empty()
+            || !profile.http.deny.is_empty();
         let policy = match reloadable {
             Some(file) => {
                 PolicySource::Compiled(Arc::new(PolicyHandle::load(&file.to_string_lossy())?))
@@ -69,6 +99,18 @@ impl InProcessEgress {
                 None
             }
         });
+        let (interception, ca_bundle) = match prepare_interception(setup.ca_dir.as_deref()) {
+            Ok((interception, bundle)) => (Ok(interception), Some(bundle)),
+            Err(e) => {
+                if needs_interception {
+                    warnings.push(format!(
+                        "TLS interception is unavailable ({e:#}); HTTPS to hosts the profile \
+                         must read (HTTP rules, [git] intercept, --git-token) will be refused"
+                    ));
+                }
+                (Err(format!("{e:#}")), None)
+            }
+        };
         let dir = tempfile::Builder::new()
             .prefix("corral-egress-")
             .tempdir()
@@ -87,12 +129,20 @@ impl InProcessEgress {
                 ..SandboxIdentity::default()
             },
             audit,
+            interception,
+            credentials: setup.credentials,
+            ca_bundle,
         })
     }
 
     /// The socket to hand the sandbox plan.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// The CA bundle the sandbox should trust, when interception is available.
+    pub fn ca_bundle(&self) -> Option<&Path> {
+        self.ca_bundle.as_ref().map(|(_, path)| path.as_path())
     }
 
     /// Starts the proxy (and the profile watcher) on threads of their own. Call only after
@@ -107,6 +157,9 @@ impl InProcessEgress {
             watch,
             sandbox,
             audit,
+            interception,
+            credentials,
+            ca_bundle,
             ..
         } = self;
         let spawned = std::thread::Builder::new()
@@ -123,7 +176,8 @@ impl InProcessEgress {
                     },
                 };
                 let _ = sender.send(Arc::clone(&handle));
-                let proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default());
+                let proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default())
+                    .with_interception(interception, credentials);
                 if let Err(e) = proxy.serve_blocking(listener) {
                     eprintln!("corral: the egress proxy stopped: {e}");
                 }
@@ -139,6 +193,7 @@ impl InProcessEgress {
         });
         RunningEgress {
             _dir: dir,
+            _ca_bundle: ca_bundle,
             _watcher: watcher,
         }
     }
@@ -147,9 +202,74 @@ impl InProcessEgress {
 /// What a started proxy needs kept alive until the run ends.
 pub struct RunningEgress {
     _dir: tempfile::TempDir,
+    _ca_bundle: Option<(tempfile::TempDir, PathBuf)>,
     _watcher: Option<corral_policy::ProfileWatcher>,
 }
 
+/// Loads (or creates) corral's CA in `ca_dir`, and writes the sandbox's trust bundle into a
+/// directory of its own that the sandbox's user can read (it holds only certificates; the
+/// socket's directory stays private).
+fn prepare_interception(
+    ca_dir: Option<&Path>,
+) -> anyhow::Result<(Interception, (tempfile::TempDir, PathBuf))> {
+    use std::os::unix::fs::PermissionsExt;
+    let ca_dir = ca_dir.context("no CA directory (set HOME, XDG_DATA_HOME or --ca-dir)")?;
+    let ca = Arc::new(CertificateAuthority::load_or_create(ca_dir)?);
+    let dir = tempfile::Builder::new()
+        .prefix("corral-ca-")
+        .tempdir()
+        .context("cannot create a directory for the sandbox's CA bundle")?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .context("cannot open the CA bundle's directory to the sandbox")?;
+    let bundle = dir.path().join("ca-bundle.pem");
+    let system = SYSTEM_BUNDLES
+        .iter()
+        .map(Path::new)
+        .find(|p| p.is_file())
+        .unwrap_or(Path::new("/dev/null"));
+    ca.write_bundle(system, &bundle)?;
+    let interception = Interception::with_system_roots(ca)?;
+    Ok((interception, (dir, bundle)))
+}
+
+/// Where corral keeps its interception CA by default: `$XDG_DATA_HOME/corral/ca`, else
+/// `~/.local/share/corral/ca`.
+pub fn default_ca_dir(xdg_data_home: Option<&str>, home: Option<&Path>) -> Option<PathBuf> {
+    match (xdg_data_home.filter(|d| d.starts_with('/')), home) {
+        (Some(data), _) => Some(Path::new(data).join("corral/ca")),
+        (None, Some(home)) => Some(home.join(".local/share/corral/ca")),
+        (None, None) => None,
+    }
+}
+
+/// Reads `--git-token HOST=env:VAR` and `HOST=file:PATH` on the host side. Errors name the
+/// flag and the source, never the token.
+pub fn git_tokens(
+    specs: &[String],
+    variable: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Credentials> {
+    let mut credentials = Credentials::new();
+    for spec in specs {
+        let usage = "use HOST=env:VARIABLE or HOST=file:PATH";
+        let (host, source) = spec
+            .split_once('=')
+            .with_context(|| format!("--git-token {spec}: {usage}"))?;
+        let token = if let Some(name) = source.strip_prefix("env:") {
+            variable(name).with_context(|| {
+                format!("--git-token {host}=env:{name}: the variable {name} is not set")
+            })?
+        } else if let Some(path) = source.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--git-token {host}=file:{path}: cannot read {path}"))?
+        } else {
+            anyhow::bail!("--git-token {host}=...: {usage}");
+        };
+        credentials
+            .add_token(host, &token)
+            .with_context(|| format!("--git-token {host}"))?;
+    }
+    Ok(credentials)
+}
 /// Where `corral run` appends audit events by default: `$XDG_STATE_HOME/corral/audit.jsonl`,
 /// else `~/.local/state/corral/audit.jsonl`.
 pub fn default_audit_log(xdg_state_home: Option<&str>, home: Option<&Path>) -> Option<PathBuf> {

@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use corral_policy::{HostRule, Profile};
 
-use crate::egress::{self, InProcessEgress};
+use crate::egress::{self, InProcessEgress, InterceptionSetup};
 use corral_sandbox::{Identity, Limits, PlanInput, launch};
 
 /// Exit status when corral itself failed (the command's own statuses pass through).
@@ -71,6 +71,15 @@ pub struct RunArgs {
     /// Host gid the sandbox runs as when corral runs as root.
     #[arg(long, env = "CORRAL_HOST_GID", default_value_t = DEFAULT_HOST_ID)]
     host_gid: u32,
+    /// A git token the egress proxy adds to requests to HOST (HOST=env:VARIABLE or
+    /// HOST=file:PATH, read on the host); the sandbox never sees it. Pushes stay subject to
+    /// the profile's [git] rules.
+    #[arg(long = "git-token", value_name = "HOST=SOURCE")]
+    git_token: Vec<String>,
+    /// Where corral keeps its TLS interception CA
+    /// (default: $XDG_DATA_HOME/corral/ca or ~/.local/share/corral/ca).
+    #[arg(long, env = "CORRAL_CA_DIR", value_name = "DIR")]
+    ca_dir: Option<PathBuf>,
     /// Use the egress proxy listening on this unix socket (a gateway's, say) instead of
     /// corral's own: programs inside reach it as http://127.0.0.1:3128.
     #[arg(long, value_name = "PATH")]
@@ -132,18 +141,34 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 egress::default_audit_log(caller.variable("XDG_STATE_HOME"), caller.home.as_deref())
             });
             let sandbox_id = format!("run-{}", std::process::id());
+            let setup = InterceptionSetup {
+                ca_dir: args.ca_dir.clone().or_else(|| {
+                    egress::default_ca_dir(caller.variable("XDG_DATA_HOME"), caller.home.as_deref())
+                }),
+                credentials: egress::git_tokens(&args.git_token, |name| {
+                    caller.variable(name).map(str::to_string)
+                })?,
+            };
             let egress = InProcessEgress::prepare(
                 profile,
                 reloadable,
                 &sandbox_id,
                 audit_log.as_deref(),
+                setup,
                 &mut egress_warnings,
             )?;
             input.egress_socket = Some(egress.socket().to_path_buf());
+            input.ca_bundle = egress.ca_bundle().map(Path::to_path_buf);
             Some(egress)
         }
         _ => None,
     };
+    if egress.is_none() && !args.git_token.is_empty() && !args.dry_run {
+        bail!(
+            "--git-token needs corral's own egress proxy, which runs only when the profile allows \
+             some network (add --allow-net HOST) and --egress-socket is not given"
+        );
+    }
     let plan = input.build()?;
     for warning in &egress_warnings {
         warn(warning.as_str());

@@ -250,3 +250,108 @@ fn an_edited_policy_file_applies_to_the_running_sandbox() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Inside the sandbox: clone over HTTPS through the proxy, commit, push an allowed branch and
+/// then main, and show what the sandbox can see of credentials.
+const GIT_SCRIPT: &str = r#"
+set -u
+cd /workspace
+git clone -q "$1" app || exit 10
+cd app
+echo change > change.txt
+git add change.txt
+git -c user.name=agent -c user.email=agent@example.com commit -qm change || exit 11
+git push -q origin "HEAD:$3" || exit 12
+git rev-parse HEAD > /workspace/pushed
+if git push origin HEAD:main 2> /workspace/refused; then exit 13; fi
+env
+cat /proc/self/environ | tr '\0' '\n'
+grep -rl "$2" /workspace /tmp "$HOME" /run/corral 2>/dev/null | sed 's/^/found: /'
+echo done
+"#;
+
+#[test]
+fn git_in_the_sandbox_pushes_through_the_guard_with_a_token_it_never_sees() {
+    use base64::Engine as _;
+    use corral_testkit::GitServer;
+    use corral_testkit::tls::{TestCa, tls_front};
+
+    let token = "s3cret-git-token";
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    let upstream_ca = TestCa::new("test git host CA");
+    let server = GitServer::start_requiring(&expected);
+    server.create_repo("acme/app.git");
+    let main_before = server.rev("acme/app.git", "main").unwrap();
+    let https = tls_front(&upstream_ca, "localhost", server.address());
+    for caller in Caller::all() {
+        let branch = format!("ai/{caller:?}").to_lowercase();
+        let ws = TestDir::new(caller);
+        let profile = ws.write(
+            caller,
+            "git.toml",
+            &format!(
+                "extends = \"restricted\"\n[network]\nallow = [\"localhost:{}\"]\n\
+                 allow_private = [\"localhost\"]\n[git]\nintercept = [\"localhost\"]\n",
+                https.port()
+            ),
+        );
+        let roots = upstream_ca.write_cert(ws.path(), "upstream-ca.pem");
+        let ca_dir = ws.path().join("ca");
+        let out = Corral::new(env!("CARGO_BIN_EXE_corral"), caller)
+            .args(["run", "--policy"])
+            .args([&profile])
+            .args(["--ca-dir"])
+            .args([&ca_dir])
+            .args(["--git-token", "localhost=env:TEST_GIT_TOKEN"])
+            .args(["--env", "NO_PROXY=", "--env", "no_proxy="])
+            .args(["--", "sh", "-c", GIT_SCRIPT, "sh"])
+            .args([format!("https://localhost:{}/acme/app.git", https.port())])
+            .args([token, &branch])
+            .env("TEST_GIT_TOKEN", token)
+            // The proxy verifies the git host against this root, as it would the system's.
+            .env("SSL_CERT_FILE", roots.to_str().unwrap())
+            .current_dir(ws.path())
+            .output();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{caller:?}: {stdout}\n{stderr}");
+        assert!(stdout.ends_with("done\n"), "{caller:?}: {stdout}");
+        assert!(
+            !stdout.contains(token) && !stdout.contains("found:"),
+            "{caller:?}: {stdout}"
+        );
+        assert!(
+            stdout.contains("SSL_CERT_FILE=/run/corral/ca-bundle.pem"),
+            "{stdout}"
+        );
+
+        let pushed = std::fs::read_to_string(ws.path().join("pushed")).unwrap();
+        assert_eq!(
+            server.rev("acme/app.git", &branch).as_deref(),
+            Some(pushed.trim())
+        );
+        let refused = std::fs::read_to_string(ws.path().join("refused")).unwrap();
+        assert!(
+            refused.contains("! [remote rejected] HEAD -> main (corral: ")
+                && refused.contains("/git/push-deny:main"),
+            "{caller:?}: {refused}"
+        );
+        assert_eq!(
+            server.rev("acme/app.git", "main").as_deref(),
+            Some(main_before.as_str())
+        );
+        let key = std::fs::metadata(ca_dir.join("ca.key")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+            0o600
+        );
+    }
+    let seen = server.authorizations_seen();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| a == &expected),
+        "{seen:?}"
+    );
+}
