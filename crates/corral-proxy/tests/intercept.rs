@@ -497,3 +497,66 @@ deny = ["main"]
         "{pushes:?}"
     );
 }
+
+#[test]
+fn an_intercepted_response_streams_without_waiting_for_its_end() {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+            line.clear();
+        }
+        let mut stream = stream;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nfirst \r\n")
+            .unwrap();
+        // The rest is sent only once the client has read the first chunk through the proxy.
+        released.recv().unwrap();
+        stream.write_all(b"4\r\nlast\r\n0\r\n\r\n").unwrap();
+    });
+    let upstream_ca = TestCa::new("upstream test CA");
+    let https = tls_front(&upstream_ca, "localhost", backend);
+    let proxy = Proxy::start(
+        &profile(https.port(), HTTP_RULES),
+        Some(&upstream_ca),
+        Credentials::new(),
+    );
+    let (status, stream) = proxy.connect(&format!("localhost:{}", https.port()));
+    assert!(status.contains(" 200"), "{status}");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(proxy.sandbox_roots())
+        .with_no_client_auth();
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("localhost".to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut tls = rustls::StreamOwned::new(connection, stream);
+    tls.write_all(get("/allowed/stream", "").as_bytes())
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("first ") {
+        let n = tls
+            .read(&mut buffer)
+            .expect("the first chunk arrives before the last is sent");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    release.send(()).unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    seen.extend_from_slice(&rest);
+    assert!(
+        String::from_utf8_lossy(&seen).contains("last"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+}

@@ -355,3 +355,92 @@ fn git_in_the_sandbox_pushes_through_the_guard_with_a_token_it_never_sees() {
         "{seen:?}"
     );
 }
+
+/// Inside the sandbox: curl through the proxy (its environment points curl there), printing
+/// one line per attempt: label, curl's exit code, HTTP status (000: no answer), deny header.
+const CURL_SCRIPT: &str = r#"
+try() {
+  label=$1; shift
+  out=$(curl -s -o /dev/null -w '%{http_code} %header{x-corral-deny}' "$@")
+  echo "$label $? $out"
+}
+try allowed-path https://127.0.0.1:$1/public/page
+try denied-path https://127.0.0.1:$1/admin
+try denied-port http://127.0.0.1:$2/public/page
+try loopback-by-name http://localhost:$2/
+try metadata http://169.254.169.254/latest/meta-data/
+try direct-dns --noproxy '*' https://example.com/
+try direct-tcp --noproxy '*' http://127.0.0.1:$1/
+"#;
+
+#[test]
+fn curl_in_the_sandbox_reaches_only_what_the_profile_allows() {
+    use corral_testkit::tls::{TestCa, tls_front};
+
+    let upstream_ca = TestCa::new("test web host CA");
+    let https = tls_front(
+        &upstream_ca,
+        "127.0.0.1",
+        std::net::SocketAddr::from(([127, 0, 0, 1], host_server())),
+    );
+    let other = host_server();
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        // Naming 127.0.0.1 in an allow rule grants that address; `localhost` is allowed by
+        // name only, so the loopback address it resolves to stays refused.
+        let profile = ws.write(
+            caller,
+            "web.toml",
+            &format!(
+                "extends = \"moderate\"\n[network]\n\
+                 allow = [\"127.0.0.1:{https}\", \"127.0.0.1:{other}\", \"localhost:{other}\"]\n\
+                 deny = [\"127.0.0.1:{other}\"]\n\
+                 [[http.allow]]\nhost = \"127.0.0.1\"\nmethods = [\"GET\"]\npaths = [\"/public/*\"]\n",
+                https = https.port()
+            ),
+        );
+        let roots = upstream_ca.write_cert(ws.path(), "upstream-ca.pem");
+        let out = Corral::new(env!("CARGO_BIN_EXE_corral"), caller)
+            .args(["run", "--policy"])
+            .args([&profile])
+            .args(["--ca-dir"])
+            .args([ws.path().join("ca")])
+            .args(["--env", "NO_PROXY=", "--env", "no_proxy="])
+            .args(["--", "sh", "-c", CURL_SCRIPT, "sh"])
+            .args([https.port().to_string(), other.to_string()])
+            .env("SSL_CERT_FILE", roots.to_str().unwrap())
+            .current_dir(ws.path())
+            .output();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = |label: &str| -> Vec<String> {
+            let found = stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{label} ")))
+                .unwrap_or_else(|| panic!("{caller:?}: no {label} in {stdout}"));
+            found.split(' ').skip(1).map(str::to_string).collect()
+        };
+        let expect = |label: &str, exit: &str, status: &str, policy: &str| {
+            let got = line(label);
+            assert_eq!(got[..2], [exit, status], "{caller:?} {label}: {stdout}");
+            let header = got.get(2).map(String::as_str).unwrap_or_default();
+            assert!(header.contains(policy), "{caller:?} {label}: {stdout}");
+        };
+        expect("allowed-path", "0", "200", "");
+        expect("denied-path", "0", "403", "default-deny");
+        expect(
+            "denied-port",
+            "0",
+            "403",
+            &format!("web/network/deny:127.0.0.1:{other}"),
+        );
+        expect(
+            "loopback-by-name",
+            "0",
+            "403",
+            "web/network/non-public-address",
+        );
+        expect("metadata", "0", "403", "web/network/non-public-address");
+        expect("direct-dns", "6", "000", "");
+        expect("direct-tcp", "7", "000", "");
+    }
+}
