@@ -560,3 +560,59 @@ fn an_intercepted_response_streams_without_waiting_for_its_end() {
         String::from_utf8_lossy(&seen)
     );
 }
+
+#[test]
+fn plain_http_git_pushes_are_guarded_and_get_the_token_too() {
+    let token = "plain-http-token";
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+    );
+    let server = GitServer::start_requiring(&expected);
+    server.create_repo("acme/app.git");
+    let main_before = server.rev("acme/app.git", "main").unwrap();
+    let mut credentials = Credentials::new();
+    credentials.add_token("localhost", token).unwrap();
+    let rules = "[[git.push]]\nallow = [\"ai/*\"]\ndeny = [\"main\"]\n";
+    let proxy = Proxy::start(
+        &profile(server.address().port(), rules),
+        Some(&TestCa::new("unused")),
+        credentials,
+    );
+    let bridge = proxy.tcp_bridge();
+    let work = tempfile::tempdir().unwrap();
+    let proxy_config = format!("http.proxy=http://127.0.0.1:{bridge}");
+    let url = format!("http://localhost:{}/acme/app.git", server.address().port());
+    let run = |args: &[&str]| {
+        let mut all = vec!["-c", proxy_config.as_str()];
+        all.extend_from_slice(args);
+        git(work.path(), &all)
+    };
+    let clone = run(&["clone", "-q", &url, "app"]);
+    assert!(
+        clone.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clone.stderr)
+    );
+    let app = work.path().join("app");
+    let app = app.to_str().unwrap();
+    std::fs::write(work.path().join("app/f.txt"), "x\n").unwrap();
+    assert!(run(&["-C", app, "add", "f.txt"]).status.success());
+    assert!(run(&["-C", app, "commit", "-qm", "f"]).status.success());
+    let allowed = run(&["-C", app, "push", "-q", "origin", "HEAD:ai/plain"]);
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    let refused = run(&["-C", app, "push", "origin", "HEAD:main"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[remote rejected] HEAD -> main (corral: test/git/push-deny:main"),
+        "{stderr}"
+    );
+    assert_eq!(server.rev("acme/app.git", "main"), Some(main_before));
+    assert!(server.rev("acme/app.git", "ai/plain").is_some());
+    assert!(server.authorizations_seen().iter().all(|a| a == &expected));
+}
