@@ -48,7 +48,7 @@ pub struct InProcessEgress {
     watch: bool,
     sandbox: SandboxIdentity,
     audit: Option<Arc<AuditLog>>,
-    interception: Result<Interception, String>,
+    ca: Result<Arc<CertificateAuthority>, String>,
     credentials: Credentials,
     ca_bundle: Option<(tempfile::TempDir, PathBuf)>,
 }
@@ -99,8 +99,8 @@ impl InProcessEgress {
                 None
             }
         });
-        let (interception, ca_bundle) = match prepare_interception(setup.ca_dir.as_deref()) {
-            Ok((interception, bundle)) => (Ok(interception), Some(bundle)),
+        let (ca, ca_bundle) = match prepare_ca(setup.ca_dir.as_deref()) {
+            Ok((ca, bundle)) => (Ok(ca), Some(bundle)),
             Err(e) => {
                 if needs_interception {
                     warnings.push(format!(
@@ -129,7 +129,7 @@ impl InProcessEgress {
                 ..SandboxIdentity::default()
             },
             audit,
-            interception,
+            ca,
             credentials: setup.credentials,
             ca_bundle,
         })
@@ -157,7 +157,7 @@ impl InProcessEgress {
             watch,
             sandbox,
             audit,
-            interception,
+            ca,
             credentials,
             ca_bundle,
             ..
@@ -176,6 +176,11 @@ impl InProcessEgress {
                     },
                 };
                 let _ = sender.send(Arc::clone(&handle));
+                // Reading the system roots takes a few milliseconds: done here, while the
+                // sandbox starts, rather than before the fork.
+                let interception = ca.and_then(|ca| {
+                    Interception::with_system_roots(ca).map_err(|e| e.to_string())
+                });
                 let proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default())
                     .with_interception(interception, credentials);
                 if let Err(e) = proxy.serve_blocking(listener) {
@@ -209,9 +214,9 @@ pub struct RunningEgress {
 /// Loads (or creates) corral's CA in `ca_dir`, and writes the sandbox's trust bundle into a
 /// directory of its own that the sandbox's user can read (it holds only certificates; the
 /// socket's directory stays private).
-fn prepare_interception(
+fn prepare_ca(
     ca_dir: Option<&Path>,
-) -> anyhow::Result<(Interception, (tempfile::TempDir, PathBuf))> {
+) -> anyhow::Result<(Arc<CertificateAuthority>, (tempfile::TempDir, PathBuf))> {
     use std::os::unix::fs::PermissionsExt;
     let ca_dir = ca_dir.context("no CA directory (set HOME, XDG_DATA_HOME or --ca-dir)")?;
     let ca = Arc::new(CertificateAuthority::load_or_create(ca_dir)?);
@@ -228,8 +233,7 @@ fn prepare_interception(
         .find(|p| p.is_file())
         .unwrap_or(Path::new("/dev/null"));
     ca.write_bundle(system, &bundle)?;
-    let interception = Interception::with_system_roots(ca)?;
-    Ok((interception, (dir, bundle)))
+    Ok((ca, (dir, bundle)))
 }
 
 /// Where corral keeps its interception CA by default: `$XDG_DATA_HOME/corral/ca`, else
