@@ -211,6 +211,9 @@ pub struct PlanInput {
     /// A PEM bundle (system roots plus corral's interception CA) the command's TLS clients
     /// should trust; bound read-only at [`CA_BUNDLE`] and named by `SSL_CERT_FILE` and friends.
     pub ca_bundle: Option<PathBuf>,
+    /// A host directory bound read-write as the sandbox's home instead of a fresh tmpfs, so
+    /// agent settings and history outlive the run (a gateway session's home).
+    pub persistent_home: Option<PathBuf>,
 }
 
 /// Where the CA bundle appears inside the sandbox.
@@ -264,6 +267,22 @@ impl PlanInput {
             }
         }
         sort_parents_first(&mut mounts);
+        if let Some(home) = &self.persistent_home {
+            let source = home
+                .canonicalize()
+                .ok()
+                .filter(|p| p.is_dir())
+                .ok_or_else(|| PlanError::MissingPath(home.clone()))?;
+            mounts.push(MountStep::ReadWrite {
+                source: source.clone(),
+                target: identity.home.clone(),
+            });
+            binds.push(Bind {
+                source,
+                target: identity.home.clone(),
+                writable: true,
+            });
+        }
         binds.push(Bind {
             source: workspace.clone(),
             target: PathBuf::from(WORKSPACE_DIR),

@@ -178,9 +178,8 @@ impl InProcessEgress {
                 let _ = sender.send(Arc::clone(&handle));
                 // Reading the system roots takes a few milliseconds: done here, while the
                 // sandbox starts, rather than before the fork.
-                let interception = ca.and_then(|ca| {
-                    Interception::with_system_roots(ca).map_err(|e| e.to_string())
-                });
+                let interception = ca
+                    .and_then(|ca| Interception::with_system_roots(ca).map_err(|e| e.to_string()));
                 let proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default())
                     .with_interception(interception, credentials);
                 if let Err(e) = proxy.serve_blocking(listener) {

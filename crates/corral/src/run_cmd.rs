@@ -40,6 +40,10 @@ pub struct RunArgs {
     /// Directory mounted read-write at /workspace (default: the current directory).
     #[arg(long, value_name = "DIR")]
     workspace: Option<PathBuf>,
+    /// A host directory used as the sandbox's home (read-write, kept after the run) instead
+    /// of a fresh tmpfs.
+    #[arg(long, value_name = "DIR")]
+    home: Option<PathBuf>,
     /// Make a host path readable (at the same path) for this run.
     #[arg(long = "read", value_name = "PATH")]
     read: Vec<PathBuf>,
@@ -216,6 +220,7 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         hostname: None,
         egress_socket: args.egress_socket.as_ref().map(|p| caller.cwd.join(p)),
         ca_bundle: None,
+        persistent_home: args.home.as_ref().map(|p| caller.cwd.join(p)),
     })
 }
 

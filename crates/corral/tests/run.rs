@@ -454,3 +454,51 @@ fn killing_corral_kills_everything_in_the_sandbox() {
         );
     }
 }
+
+#[test]
+fn a_persistent_home_keeps_agent_settings_between_runs_and_belongs_to_its_owner() {
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        let home = ws.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        ws.chown_to(caller);
+        let write = corral(caller)
+            .args(["run", "--home"])
+            .args([&home])
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "mkdir -p ~/.config/agent && echo remembered > ~/.config/agent/history && echo $HOME",
+            ])
+            .current_dir(ws.path())
+            .output();
+        assert_eq!(write.code(), 0, "{caller:?}: {}", write.stderr_text());
+        assert_eq!(write.stdout_text().trim(), "/home/corral");
+        let read = corral(caller)
+            .args(["run", "--home"])
+            .args([&home])
+            .args(["--", "cat", "/home/corral/.config/agent/history"])
+            .current_dir(ws.path())
+            .output();
+        assert_eq!(read.code(), 0, "{caller:?}: {}", read.stderr_text());
+        assert_eq!(read.stdout_text(), "remembered\n");
+        let meta = std::fs::metadata(home.join(".config/agent/history")).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (caller.uid(), caller.uid()),
+            "{caller:?}"
+        );
+        // Without --home, the home is fresh every time.
+        let fresh = corral(caller)
+            .args(["run", "--", "sh", "-c", "ls -A ~ | wc -l"])
+            .current_dir(ws.path())
+            .output();
+        assert_eq!(
+            fresh.stdout_text().trim(),
+            "0",
+            "{caller:?}: {}",
+            fresh.stderr_text()
+        );
+    }
+}
