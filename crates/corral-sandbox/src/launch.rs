@@ -74,6 +74,9 @@ pub fn run_then(
     }
     let result = run_in_cgroup(plan, &cgroup, programs, mapped_trees, forked);
     cgroup.remove();
+    if let Some(socket) = &plan.ingress_socket {
+        let _ = std::fs::remove_file(socket);
+    }
     for path in &plan.protected_missing {
         if path.symlink_metadata().is_ok() {
             on_warning(&format!(
@@ -106,6 +109,15 @@ fn run_in_cgroup(
     mapped_trees: HashMap<PathBuf, OwnedFd>,
     forked: Box<dyn FnOnce() + '_>,
 ) -> Result<i32, SandboxError> {
+    let ingress = match &plan.ingress_socket {
+        Some(path) => Some(
+            crate::ingress::bind(path).map_err(|source| SandboxError::Setup {
+                step: "bind the ingress socket",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let (go_read, go_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
     // A terminal of its own only when both ends are a terminal: `corral run ls > file` in a
@@ -140,6 +152,7 @@ fn run_in_cgroup(
                 mapped_trees,
                 seccomp,
                 terminal,
+                ingress,
             })
         }
         Ok(Forked::Parent(pid)) => Pid::from_raw(pid),
@@ -148,6 +161,7 @@ fn run_in_cgroup(
     drop(go_read);
     drop(errors_write);
     drop(mapped_trees);
+    drop(ingress);
     // Two bytes on the go pipe: "ids mapped" lets the supervisor build the sandbox, "cgroups
     // joined" lets it start the command. Joining a cgroup can wait for an RCU grace period
     // (cgroup v1), so it overlaps with building the root. The write end stays open for the

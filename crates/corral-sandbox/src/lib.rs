@@ -27,6 +27,7 @@ pub mod cgroup;
 mod command;
 pub mod env;
 pub mod error;
+mod ingress;
 pub mod landlock;
 pub mod launch;
 mod mounts;

@@ -162,6 +162,8 @@ pub struct SandboxPlan {
     pub hostname: String,
     /// The host unix socket of the egress proxy serving this sandbox, if it has a way out.
     pub egress_socket: Option<PathBuf>,
+    /// Where the launcher binds the ingress socket (the host's way in to the sandbox's ports).
+    pub ingress_socket: Option<PathBuf>,
 }
 
 /// A host directory made visible inside, as the plan is being built.
@@ -214,6 +216,9 @@ pub struct PlanInput {
     /// A host directory bound read-write as the sandbox's home instead of a fresh tmpfs, so
     /// agent settings and history outlive the run (a gateway session's home).
     pub persistent_home: Option<PathBuf>,
+    /// A host path for the ingress socket: connections to it that name a port (`4096\n`)
+    /// reach that port on the sandbox's loopback.
+    pub ingress_socket: Option<PathBuf>,
 }
 
 /// Where the CA bundle appears inside the sandbox.
@@ -314,6 +319,14 @@ impl PlanInput {
             ),
             None => None,
         };
+        if let Some(socket) = &self.ingress_socket {
+            let parent = socket
+                .parent()
+                .filter(|p| socket.is_absolute() && p.is_dir());
+            if parent.is_none() {
+                return Err(PlanError::MissingPath(socket.clone()));
+            }
+        }
         let mut extra_env = Vec::new();
         if egress_socket.is_some() {
             extra_env.extend(crate::bridge::proxy_environment());
@@ -345,6 +358,7 @@ impl PlanInput {
             limits: self.limits.clone(),
             hostname: self.hostname.clone().unwrap_or_else(|| "corral".into()),
             egress_socket,
+            ingress_socket: self.ingress_socket.clone(),
         })
     }
 

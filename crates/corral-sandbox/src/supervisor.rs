@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use crate::bridge;
 use crate::command::{CommandSetup, FORWARDED_SIGNALS, exec_command};
 use crate::error::SandboxError;
+use crate::ingress;
 use crate::mounts;
 use crate::plan::SandboxPlan;
 use crate::sys::{self, Forked};
@@ -43,6 +44,8 @@ pub struct SupervisorStart {
     pub seccomp: Vec<seccompiler::BpfProgram>,
     /// Whether stdin is a terminal (the command then gets a terminal of its own).
     pub terminal: bool,
+    /// The ingress socket's listening descriptor, bound by the launcher on the host.
+    pub ingress: Option<OwnedFd>,
 }
 
 /// Runs the supervisor in the freshly cloned sandbox process. Never returns.
@@ -87,7 +90,8 @@ fn supervise(
     // The clone copied every descriptor of the caller's (`exec 7</somewhere` in a shell that
     // ran corral, say). The command never gets them, but the supervisor lives next to it for
     // the whole run: it keeps only what the launcher handed it on purpose.
-    let keep: Vec<RawFd> = [start.go.as_raw_fd(), errors]
+    let ingress_fd = start.ingress.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+    let keep: Vec<RawFd> = [start.go.as_raw_fd(), errors, ingress_fd]
         .into_iter()
         .chain(start.mapped_trees.values().map(|fd| fd.as_raw_fd()))
         .collect();
@@ -166,6 +170,12 @@ fn supervise(
     if let Some(listener) = bridge {
         bridge::serve(listener).map_err(|source| SandboxError::Setup {
             step: "start the egress bridge",
+            source,
+        })?;
+    }
+    if let Some(listener) = start.ingress {
+        ingress::serve(listener).map_err(|source| SandboxError::Setup {
+            step: "serve the ingress socket",
             source,
         })?;
     }

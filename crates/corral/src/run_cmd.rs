@@ -44,6 +44,11 @@ pub struct RunArgs {
     /// of a fresh tmpfs.
     #[arg(long, value_name = "DIR")]
     home: Option<PathBuf>,
+    /// Bind a unix socket at PATH through which the host reaches servers inside the sandbox:
+    /// a connection that starts with a port number and a newline (`8080\n`) is carried to
+    /// that port on the sandbox's loopback. Nothing listens on the host's network.
+    #[arg(long, value_name = "PATH")]
+    ingress_socket: Option<PathBuf>,
     /// Make a host path readable (at the same path) for this run.
     #[arg(long = "read", value_name = "PATH")]
     read: Vec<PathBuf>,
@@ -220,6 +225,7 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         hostname: None,
         egress_socket: args.egress_socket.as_ref().map(|p| caller.cwd.join(p)),
         ca_bundle: None,
+        ingress_socket: args.ingress_socket.as_ref().map(|p| caller.cwd.join(p)),
         persistent_home: args.home.as_ref().map(|p| caller.cwd.join(p)),
     })
 }

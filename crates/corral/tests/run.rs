@@ -502,3 +502,66 @@ fn a_persistent_home_keeps_agent_settings_between_runs_and_belongs_to_its_owner(
         );
     }
 }
+
+#[test]
+fn the_ingress_socket_reaches_a_server_inside_and_nothing_listens_on_the_host() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        ws.write(caller, "index.html", "served from inside the sandbox\n");
+        let socket = ws.path().join("ingress.sock");
+        let mut server = corral(caller)
+            .args(["run", "--ingress-socket"])
+            .args([&socket])
+            .args([
+                "--",
+                "python3",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "8765",
+            ])
+            .current_dir(ws.path())
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Poll until the server inside answers (it takes a moment to start); bounded.
+        let mut answer = String::new();
+        for _ in 0..200 {
+            answer.clear();
+            if let Ok(mut stream) = UnixStream::connect(&socket) {
+                let _ = stream.write_all(b"8765\nGET /index.html HTTP/1.0\r\n\r\n");
+                let _ = stream.read_to_string(&mut answer);
+                if answer.starts_with("HTTP/1.0 200") {
+                    break;
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            answer.contains("served from inside the sandbox"),
+            "{caller:?}: {answer}"
+        );
+        // The port is the sandbox's own: nothing answers on the host's loopback.
+        assert!(std::net::TcpStream::connect("127.0.0.1:8765").is_err());
+        // A line that is not a port gets the connection closed, nothing else.
+        let mut bad = UnixStream::connect(&socket).unwrap();
+        bad.write_all(b"http\nGET / HTTP/1.0\r\n\r\n").unwrap();
+        let mut nothing = String::new();
+        let _ = bad.read_to_string(&mut nothing);
+        assert_eq!(nothing, "", "{caller:?}");
+        let _ = Command::new("kill")
+            .args(["-TERM", &server.id().to_string()])
+            .status();
+        let _ = server.wait();
+        assert!(
+            !socket.exists(),
+            "{caller:?}: the socket is removed when the sandbox ends"
+        );
+    }
+}
