@@ -74,7 +74,7 @@ pub fn run_then(
     }
     let result = run_in_cgroup(plan, &cgroup, programs, mapped_trees, forked);
     cgroup.remove();
-    if let Some(socket) = &plan.ingress_socket {
+    for socket in plan.ingress_socket.iter().chain(&plan.control_socket) {
         let _ = std::fs::remove_file(socket);
     }
     for path in &plan.protected_missing {
@@ -118,6 +118,15 @@ fn run_in_cgroup(
         ),
         None => None,
     };
+    let control = match &plan.control_socket {
+        Some(path) => Some(
+            crate::control::bind(path).map_err(|source| SandboxError::Setup {
+                step: "bind the control socket",
+                source,
+            })?,
+        ),
+        None => None,
+    };
     let (go_read, go_write) = pipe()?;
     let (errors_read, errors_write) = pipe()?;
     // A terminal of its own only when both ends are a terminal: `corral run ls > file` in a
@@ -153,6 +162,7 @@ fn run_in_cgroup(
                 seccomp,
                 terminal,
                 ingress,
+                control,
             })
         }
         Ok(Forked::Parent(pid)) => Pid::from_raw(pid),
@@ -162,6 +172,7 @@ fn run_in_cgroup(
     drop(errors_write);
     drop(mapped_trees);
     drop(ingress);
+    drop(control);
     // Two bytes on the go pipe: "ids mapped" lets the supervisor build the sandbox, "cgroups
     // joined" lets it start the command. Joining a cgroup can wait for an RCU grace period
     // (cgroup v1), so it overlaps with building the root. The write end stays open for the

@@ -25,8 +25,10 @@
 mod bridge;
 pub mod cgroup;
 mod command;
+pub mod control;
 pub mod env;
 pub mod error;
+mod execs;
 mod ingress;
 pub mod landlock;
 pub mod launch;

@@ -164,6 +164,8 @@ pub struct SandboxPlan {
     pub egress_socket: Option<PathBuf>,
     /// Where the launcher binds the ingress socket (the host's way in to the sandbox's ports).
     pub ingress_socket: Option<PathBuf>,
+    /// Where the launcher binds the control socket (exec into the running sandbox).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// A host directory made visible inside, as the plan is being built.
@@ -219,6 +221,9 @@ pub struct PlanInput {
     /// A host path for the ingress socket: connections to it that name a port (`4096\n`)
     /// reach that port on the sandbox's loopback.
     pub ingress_socket: Option<PathBuf>,
+    /// A host path for the control socket, through which host-side callers run more
+    /// commands in the running sandbox (see `control`).
+    pub control_socket: Option<PathBuf>,
 }
 
 /// Where the CA bundle appears inside the sandbox.
@@ -319,7 +324,7 @@ impl PlanInput {
             ),
             None => None,
         };
-        if let Some(socket) = &self.ingress_socket {
+        for socket in self.ingress_socket.iter().chain(&self.control_socket) {
             let parent = socket
                 .parent()
                 .filter(|p| socket.is_absolute() && p.is_dir());
@@ -359,6 +364,7 @@ impl PlanInput {
             hostname: self.hostname.clone().unwrap_or_else(|| "corral".into()),
             egress_socket,
             ingress_socket: self.ingress_socket.clone(),
+            control_socket: self.control_socket.clone(),
         })
     }
 

@@ -22,6 +22,7 @@ use nix::unistd::Pid;
 use crate::bridge;
 use crate::command::{CommandSetup, FORWARDED_SIGNALS, exec_command};
 use crate::error::SandboxError;
+use crate::execs::Execs;
 use crate::ingress;
 use crate::mounts;
 use crate::plan::SandboxPlan;
@@ -46,6 +47,8 @@ pub struct SupervisorStart {
     pub terminal: bool,
     /// The ingress socket's listening descriptor, bound by the launcher on the host.
     pub ingress: Option<OwnedFd>,
+    /// The control socket's listening descriptor, bound by the launcher on the host.
+    pub control: Option<OwnedFd>,
 }
 
 /// Runs the supervisor in the freshly cloned sandbox process. Never returns.
@@ -91,7 +94,8 @@ fn supervise(
     // ran corral, say). The command never gets them, but the supervisor lives next to it for
     // the whole run: it keeps only what the launcher handed it on purpose.
     let ingress_fd = start.ingress.as_ref().map_or(-1, |fd| fd.as_raw_fd());
-    let keep: Vec<RawFd> = [start.go.as_raw_fd(), errors, ingress_fd]
+    let control_fd = start.control.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+    let keep: Vec<RawFd> = [start.go.as_raw_fd(), errors, ingress_fd, control_fd]
         .into_iter()
         .chain(start.mapped_trees.values().map(|fd| fd.as_raw_fd()))
         .collect();
@@ -187,7 +191,18 @@ fn supervise(
     if let Some(leader) = &leader {
         copy_window_size(leader.as_fd());
     }
-    Ok(wait_for_command(command, &signals, leader, &lifeline))
+    let execs = match start.control {
+        Some(listener) => Some(
+            Execs::new(listener, plan, &start.seccomp).map_err(|source| SandboxError::Setup {
+                step: "serve the control socket",
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    Ok(wait_for_command(
+        command, &signals, leader, &lifeline, execs,
+    ))
 }
 
 /// Waits for the launcher's next go-ahead byte; ends the sandbox if the launcher is gone.
@@ -271,12 +286,14 @@ fn exit_code(status: WaitStatus) -> Option<i32> {
 }
 
 /// Runs until the command exits: reaps every child, forwards signals to the command's process
-/// group, relays the terminal; then kills what is left and returns the command's status.
+/// group, relays the terminal, starts commands asked for on the control socket; then kills
+/// what is left and returns the command's status.
 fn wait_for_command(
     command: Pid,
     signals: &SignalFd,
     leader: Option<OwnedFd>,
     lifeline: &OwnedFd,
+    mut execs: Option<Execs<'_>>,
 ) -> i32 {
     let stdin = std::io::stdin();
     let mut relay_input = leader.is_some();
@@ -288,6 +305,9 @@ fn wait_for_command(
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(lifeline.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(execs) = &execs {
+            fds.push(PollFd::new(execs.listener(), PollFlags::POLLIN));
+        }
         if let Some(leader) = &leader {
             if relay_input {
                 fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
@@ -305,15 +325,21 @@ fn wait_for_command(
             .collect();
         drop(fds);
         if ready[0] {
-            status = handle_signals(command, signals, leader.as_ref());
+            status = handle_signals(command, signals, leader.as_ref(), execs.as_mut());
         }
         if ready[1] {
             // The launcher is gone: nothing may outlive it.
             status = Some(128 + Signal::SIGKILL as i32);
             break;
         }
+        let mut index = 2;
+        if let Some(execs) = &mut execs {
+            if ready[index] {
+                execs.accept();
+            }
+            index += 1;
+        }
         if let Some(leader) = &leader {
-            let mut index = 2;
             if relay_input {
                 if ready.get(index) == Some(&true) {
                     relay_input = copy_once(0, leader.as_raw_fd(), &mut buf);
@@ -339,8 +365,14 @@ fn wait_for_command(
     status.unwrap_or(SETUP_FAILED)
 }
 
-/// Drains the signalfd; returns the command's exit status once it has exited.
-fn handle_signals(command: Pid, signals: &SignalFd, leader: Option<&OwnedFd>) -> Option<i32> {
+/// Drains the signalfd; returns the command's exit status once it has exited. Commands
+/// started through the control socket are reported to their callers as they end.
+fn handle_signals(
+    command: Pid,
+    signals: &SignalFd,
+    leader: Option<&OwnedFd>,
+    mut execs: Option<&mut Execs<'_>>,
+) -> Option<i32> {
     let mut status = None;
     while let Ok(Some(info)) = signals.read_signal() {
         let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
@@ -351,7 +383,13 @@ fn handle_signals(command: Pid, signals: &SignalFd, leader: Option<&OwnedFd>) ->
                 match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
                     Ok(WaitStatus::StillAlive) | Err(_) => break,
                     Ok(reaped) if reaped.pid() == Some(command) => status = exit_code(reaped),
-                    Ok(_) => {}
+                    Ok(reaped) => {
+                        if let (Some(execs), Some(pid), Some(code)) =
+                            (execs.as_deref_mut(), reaped.pid(), exit_code(reaped))
+                        {
+                            execs.reaped(pid, code);
+                        }
+                    }
                 }
             },
             Signal::SIGWINCH => {

@@ -436,6 +436,12 @@ pub fn drop_all_capabilities() -> io::Result<()> {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63);
     for cap in 0..=last_cap {
+        // SAFETY: PR_CAPBSET_READ takes integer arguments only.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap, 0, 0, 0) } == 0 {
+            // Already out of the bounding set (a process started by the supervisor, which has
+            // dropped it): dropping again would need CAP_SETPCAP, which is gone too.
+            continue;
+        }
         // SAFETY: PR_CAPBSET_DROP takes integer arguments only.
         let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
         if ret < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL) {

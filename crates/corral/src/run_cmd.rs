@@ -49,6 +49,10 @@ pub struct RunArgs {
     /// that port on the sandbox's loopback. Nothing listens on the host's network.
     #[arg(long, value_name = "PATH")]
     ingress_socket: Option<PathBuf>,
+    /// Bind a unix socket at PATH through which host-side callers run more commands in this
+    /// running sandbox, under the same restrictions (corral_sandbox::control).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// Make a host path readable (at the same path) for this run.
     #[arg(long = "read", value_name = "PATH")]
     read: Vec<PathBuf>,
@@ -226,6 +230,7 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         egress_socket: args.egress_socket.as_ref().map(|p| caller.cwd.join(p)),
         ca_bundle: None,
         ingress_socket: args.ingress_socket.as_ref().map(|p| caller.cwd.join(p)),
+        control_socket: args.control_socket.as_ref().map(|p| caller.cwd.join(p)),
         persistent_home: args.home.as_ref().map(|p| caller.cwd.join(p)),
     })
 }

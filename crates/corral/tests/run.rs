@@ -565,3 +565,89 @@ fn the_ingress_socket_reaches_a_server_inside_and_nothing_listens_on_the_host() 
         );
     }
 }
+
+#[test]
+fn exec_through_the_control_socket_runs_inside_the_running_sandbox_with_its_restrictions() {
+    use corral_sandbox::control::{ExecRequest, exec};
+    use std::os::fd::AsFd;
+
+    for caller in Caller::all() {
+        let ws = TestDir::new(caller);
+        let socket = ws.path().join("control.sock");
+        // The sandbox's own command leaves a mark in its private /tmp, then waits.
+        let mut sandbox = corral(caller)
+            .args(["run", "--control-socket"])
+            .args([&socket])
+            .args(["--", "sh", "-c", "echo inside > /tmp/mark; sleep 60"])
+            .current_dir(ws.path())
+            .command()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let outputs = tempfile::tempdir().unwrap();
+        let run = |script: &str, env: Vec<(String, String)>| {
+            let stdout_path = outputs.path().join("out");
+            let stdout = std::fs::File::create(&stdout_path).unwrap();
+            let stderr = std::fs::File::create(outputs.path().join("err")).unwrap();
+            let stdin = std::fs::File::open("/dev/null").unwrap();
+            let request = ExecRequest {
+                argv: vec!["sh".into(), "-c".into(), script.into()],
+                env,
+                cwd: None,
+                tty: false,
+            };
+            let mut result = exec(
+                &socket,
+                &request,
+                &[stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+            );
+            // The socket appears once the sandbox is up; retry until it answers (bounded).
+            for _ in 0..200 {
+                if result.is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                result = exec(
+                    &socket,
+                    &request,
+                    &[stdin.as_fd(), stdout.as_fd(), stderr.as_fd()],
+                );
+            }
+            (result, std::fs::read_to_string(&stdout_path).unwrap())
+        };
+        let (code, stdout) = run(
+            "while [ ! -s /tmp/mark ]; do sleep 0.05; done; cat /tmp/mark; id -u; echo $GREETING; \
+             cat /etc/shadow 2>/dev/null || echo no-shadow; \
+             touch /usr/bin/planted 2>/dev/null || echo read-only-system; exit 7",
+            vec![("GREETING".into(), "hello".into())],
+        );
+        assert_eq!(code.unwrap(), 7, "{caller:?}: {stdout}");
+        assert_eq!(
+            stdout, "inside\n1000\nhello\nno-shadow\nread-only-system\n",
+            "{caller:?}"
+        );
+        // A command the profile's exec allowlist refuses is refused here too, with the reason.
+        let (refused, _) = run("exec /usr/bin/perl -e 1", Vec::new());
+        assert_eq!(refused.unwrap(), 126, "{caller:?}");
+        let _ = Command::new("kill")
+            .args(["-TERM", &sandbox.id().to_string()])
+            .status();
+        let _ = sandbox.wait();
+        assert!(!socket.exists(), "{caller:?}");
+        // With the sandbox gone, exec says so instead of hanging.
+        let stdin = std::fs::File::open("/dev/null").unwrap();
+        let request = ExecRequest {
+            argv: vec!["true".into()],
+            ..ExecRequest::default()
+        };
+        assert!(
+            exec(
+                &socket,
+                &request,
+                &[stdin.as_fd(), stdin.as_fd(), stdin.as_fd()]
+            )
+            .is_err()
+        );
+    }
+}

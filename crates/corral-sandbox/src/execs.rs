@@ -1,0 +1,105 @@
+//! The supervisor's side of the control socket: start each requested command exactly as the
+//! sandbox's own command was started, and tell the caller how it ended.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+
+use nix::unistd::{ForkResult, Pid};
+
+use crate::command::{CommandSetup, exec_command};
+use crate::control::{self, ExecRequest};
+use crate::plan::SandboxPlan;
+use crate::supervisor::SETUP_FAILED;
+use crate::sys;
+
+/// Commands started through the control socket and the callers waiting for them.
+pub struct Execs<'a> {
+    listener: UnixListener,
+    plan: &'a SandboxPlan,
+    seccomp: &'a [seccompiler::BpfProgram],
+    running: HashMap<Pid, UnixStream>,
+}
+
+impl<'a> Execs<'a> {
+    /// Serves `listener` (the inherited control socket) for a sandbox running `plan`.
+    pub fn new(
+        listener: OwnedFd,
+        plan: &'a SandboxPlan,
+        seccomp: &'a [seccompiler::BpfProgram],
+    ) -> io::Result<Self> {
+        let listener = UnixListener::from(listener);
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            listener,
+            plan,
+            seccomp,
+            running: HashMap::new(),
+        })
+    }
+
+    /// The descriptor to poll for new callers.
+    pub fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// Accepts every waiting caller and starts its command.
+    pub fn accept(&mut self) {
+        while let Ok((stream, _)) = self.listener.accept() {
+            match control::receive(&stream) {
+                Ok((request, stdio)) => self.start(stream, request, stdio),
+                Err(e) => control::reply_error(&stream, &format!("bad request: {e}")),
+            }
+        }
+    }
+
+    /// Reports `code` to the caller of `pid`, if it was started here.
+    pub fn reaped(&mut self, pid: Pid, code: i32) {
+        if let Some(reply) = self.running.remove(&pid) {
+            control::reply_exit(&reply, code);
+        }
+    }
+
+    fn start(&mut self, reply: UnixStream, request: ExecRequest, stdio: Vec<OwnedFd>) {
+        // Everything the child needs is prepared here, before the fork.
+        let mut plan = self.plan.clone();
+        plan.command = request.argv;
+        for (name, value) in request.env {
+            plan.env.retain(|(n, _)| *n != name);
+            plan.env.push((name, value));
+        }
+        if let Some(cwd) = request.cwd {
+            plan.cwd = cwd;
+        }
+        // SAFETY: the supervisor has threads by now (the bridges). glibc's fork() takes and
+        // resets malloc's locks around the fork, so the child may allocate; the other threads
+        // only copy bytes between sockets and hold no lock the child's path to execve uses.
+        match unsafe { nix::unistd::fork() } {
+            Ok(ForkResult::Child) => {
+                let terminal = request.tty.then(|| stdio[0].as_raw_fd());
+                if !request.tty {
+                    for (target, fd) in stdio.iter().enumerate() {
+                        if nix::unistd::dup2(fd.as_raw_fd(), target as i32).is_err() {
+                            sys::exit_now(SETUP_FAILED);
+                        }
+                    }
+                }
+                let setup = CommandSetup {
+                    plan: &plan,
+                    terminal,
+                    error_fd: reply.as_raw_fd(),
+                    seccomp: self.seccomp,
+                };
+                let err = exec_command(&setup);
+                control::reply_error(&reply, &err.to_string());
+                sys::exit_now(SETUP_FAILED);
+            }
+            Ok(ForkResult::Parent { child }) => {
+                drop(stdio);
+                self.running.insert(child, reply);
+            }
+            Err(e) => control::reply_error(&reply, &format!("cannot start the command: {e}")),
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The ingress socket: how the host reaches servers inside a sandbox (an agent's web UI, a dev
+//! server) although nothing of the sandbox listens on the host's network. The launcher binds a
+//! unix socket on the host before the sandbox is cloned; the supervisor inherits it and, for
+//! each connection, reads which port is wanted and connects to it on the sandbox's own
+//! loopback, then carries bytes both ways.
+//!
+//! Protocol (hand-written: it is one line): the client sends the port in decimal and a newline
+//! (`4096\n`), then speaks to that port. A bad line or a port nobody listens on closes the
+//! connection. Only the host side can connect: the socket is mode 0600 in a directory the
+//! caller chose, and it is never mounted into the sandbox.
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Connections carried at once; more wait in the listen backlog.
+const MAX_CONNECTIONS: usize = 256;
+
+/// Time a client has to name the port.
+const PORT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds the ingress socket at `path` (mode 0600), replacing a stale socket left by a sandbox
+/// that is gone; any other file there is refused.
+pub fn bind(path: &Path) -> io::Result<OwnedFd> {
+    if let Ok(meta) = path.symlink_metadata() {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(OwnedFd::from(listener))
+}
+
+/// Accepts connections forever on a background thread, each carried to the port it names on
+/// the sandbox's loopback. Called by the supervisor inside the sandbox's network namespace.
+pub fn serve(listener: OwnedFd) -> io::Result<()> {
+    let listener = UnixListener::from(listener);
+    let active = Arc::new(AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("ingress".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                active.fetch_add(1, Ordering::AcqRel);
+                let active = Arc::clone(&active);
+                let spawned = std::thread::Builder::new().spawn(move || {
+                    let _ = carry(stream);
+                    active.fetch_sub(1, Ordering::AcqRel);
+                });
+                if spawned.is_err() {
+                    continue;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Reads the port line, connects, and copies bytes both ways until each side ends.
+fn carry(mut client: UnixStream) -> io::Result<()> {
+    client.set_read_timeout(Some(PORT_LINE_TIMEOUT))?;
+    let port = read_port(&mut client)?;
+    client.set_read_timeout(None)?;
+    let upstream = TcpStream::connect(("127.0.0.1", port))?;
+    let (mut client_read, mut upstream_write) = (client.try_clone()?, upstream.try_clone()?);
+    let inbound = std::thread::Builder::new().spawn(move || {
+        let _ = io::copy(&mut client_read, &mut upstream_write);
+        let _ = upstream_write.shutdown(Shutdown::Write);
+    })?;
+    let (mut upstream_read, mut client_write) = (upstream, client);
+    let _ = io::copy(&mut upstream_read, &mut client_write);
+    let _ = client_write.shutdown(Shutdown::Write);
+    let _ = inbound.join();
+    Ok(())
+}
+
+/// Reads `PORT\n` one byte at a time (so nothing after the line is consumed).
+fn read_port(client: &mut UnixStream) -> io::Result<u16> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while line.len() <= 6 {
+        if client.read(&mut byte)? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            return parse_port(&line);
+        }
+        line.push(byte[0]);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "expected a port line like 8080\\n",
+    ))
+}
+
+fn parse_port(line: &[u8]) -> io::Result<u16> {
+    std::str::from_utf8(line)
+        .ok()
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|p| *p != 0)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a TCP port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_decimal_port_names_a_port() {
+        assert_eq!(parse_port(b"4096").unwrap(), 4096);
+        for bad in [&b"0"[..], b"65536", b"-1", b" 80", b"80 ", b"http", b""] {
+            assert!(parse_port(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn binding_replaces_a_stale_socket_but_never_another_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ingress.sock");
+        drop(bind(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(bind(&path).unwrap());
+        let file = dir.path().join("notes.txt");
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(bind(&file).is_err());
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    }
+}
