@@ -34,12 +34,12 @@ const MAX_CACHED_LEAVES: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// Reading or writing a CA file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {reason}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said (part of the message, not a separate cause, so it is said once).
+        reason: std::io::Error,
     },
     /// The CA key is readable by others; corral refuses to use it.
     #[error("{} is readable by other users (mode {mode:o}); run: chmod 600 {}", path.display(), path.display())]
@@ -74,7 +74,7 @@ impl CertificateAuthority {
     pub fn load_or_create(dir: &Path) -> Result<Self, CaError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| CaError::Io { path, source }
+            move |reason| CaError::Io { path, reason }
         };
         DirBuilder::new()
             .recursive(true)
@@ -156,9 +156,9 @@ impl CertificateAuthority {
         let tmp = path.with_extension("tmp");
         let _ = std::fs::remove_file(&tmp);
         write_new(&tmp, &bundle, 0o644)?;
-        std::fs::rename(&tmp, path).map_err(|source| CaError::Io {
+        std::fs::rename(&tmp, path).map_err(|reason| CaError::Io {
             path: path.to_path_buf(),
-            source,
+            reason,
         })
     }
 }
@@ -188,9 +188,9 @@ fn certificate(e: rcgen::Error) -> CaError {
 
 /// Creates `path` with `mode` (failing if it exists, so a racing writer is never clobbered).
 fn write_new(path: &Path, content: &[u8], mode: u32) -> Result<(), CaError> {
-    let fail = |source| CaError::Io {
+    let fail = |reason| CaError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     let mut file = OpenOptions::new()
         .write(true)
