@@ -1,6 +1,7 @@
 //! Running the gateway: bind, open the store, make the first admin, serve until SIGTERM or
 //! SIGINT, then finish the requests in flight and return.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -68,6 +69,7 @@ pub enum AdminBootstrap {
 pub fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_max_level(tracing::Level::INFO);
     // A second call (tests in one process) keeps the first subscriber.
     let _ = match format {
