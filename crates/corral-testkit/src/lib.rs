@@ -4,8 +4,10 @@
 
 #![forbid(unsafe_code)]
 
+mod gateway;
 mod git_server;
 
+pub use gateway::Gateway;
 pub use git_server::GitServer;
 
 use std::ffi::OsStr;
