@@ -20,7 +20,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod api;
+mod api;
 pub mod auth;
 pub mod config;
 mod server;
