@@ -596,3 +596,42 @@ fn json_logs_are_one_object_per_line() {
     );
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn the_openapi_document_describes_the_routes_the_server_has() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let (status, doc) = call("GET", &gw.api("/openapi.json"), None, &[], None);
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            operations += 1;
+            let url = format!("{}{}", gw.url, path.replace("{id}", "x"));
+            let (status, body) = call(&method.to_uppercase(), &url, None, &[], None);
+            // Without credentials or a body every documented operation refuses, but it
+            // exists: never "no such endpoint" or "method not allowed".
+            assert!(
+                status != 405 && body["error"]["message"] != "no such endpoint",
+                "{method} {path}: {status} {body}"
+            );
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+    assert_eq!(operations, 11, "{paths:?}");
+    let create = &paths["/api/v1/sandboxes"]["post"]["responses"];
+    assert!(
+        create["200"].is_object() && create["201"].is_object(),
+        "{create}"
+    );
+    assert!(doc["components"]["schemas"]["CreateSandbox"].is_object());
+}

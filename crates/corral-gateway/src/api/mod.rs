@@ -3,6 +3,7 @@
 
 mod caller;
 mod error;
+mod openapi;
 mod sandboxes;
 mod users;
 
@@ -65,6 +66,7 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
 /// The API router.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
+        .route("/openapi.json", get(openapi::document))
         .route("/login", post(users::login))
         .route("/me", get(users::me))
         .route("/users", get(users::list).post(users::create))

@@ -6,8 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use super::caller::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Json, rfc3339};
 use crate::auth::{hex, random_hex};
 use crate::store::{Inserted, NewSandbox, Sandbox};
@@ -29,7 +31,7 @@ pub fn repo_session_id(email: &str, repo: &str, branch: &str) -> String {
     hex(&digest)[..12].to_owned()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct SandboxView {
     id: String,
     name: String,
@@ -62,7 +64,7 @@ impl From<Sandbox> for SandboxView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateSandbox {
     name: Option<String>,
@@ -76,6 +78,7 @@ pub(super) struct CreateSandbox {
 
 /// `POST /api/v1/sandboxes`: 201 with a new record, or 200 with the caller's existing repo
 /// session for the same repo and branch.
+#[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), request_body = CreateSandbox, responses((status = 201, description = "recorded", body = SandboxView), (status = 200, description = "the caller's existing repo session", body = SandboxView), (status = 400, description = "malformed or invalid request", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 409, description = "already exists", body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -154,6 +157,7 @@ fn check_ports(ports: &[u16]) -> Result<(), ApiError> {
 }
 
 /// `GET /api/v1/sandboxes`: the caller's sandboxes (an admin's: everyone's).
+#[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), responses((status = 200, body = Vec<SandboxView>), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,6 +178,7 @@ async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Sandbo
 }
 
 /// `GET /api/v1/sandboxes/{id}`.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 200, body = SandboxView), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
 pub(super) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -183,6 +188,7 @@ pub(super) async fn get(
 }
 
 /// `DELETE /api/v1/sandboxes/{id}`: removes the record (there is no workspace yet to keep).
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 204, description = "deleted"), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,

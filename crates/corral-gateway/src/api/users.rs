@@ -4,8 +4,10 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::caller::Caller;
+use super::error::ErrorBody;
 use super::{ApiError, AppState, Json, rfc3339};
 use crate::auth::{hash_password, new_token, token_hash, verify_password};
 use crate::store::{Role, TokenInfo, User};
@@ -16,7 +18,7 @@ const MAX_PASSWORD_LEN: usize = 1024;
 /// Longest token name accepted.
 const MAX_TOKEN_NAME_LEN: usize = 100;
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct UserView {
     email: String,
     role: Role,
@@ -33,7 +35,7 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct TokenView {
     id: i64,
     name: String,
@@ -54,20 +56,21 @@ impl TokenView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct LoginResponse {
     user: UserView,
     token: String,
 }
 
 /// `POST /api/v1/login`: a password login; answers with a new API token.
+#[utoipa::path(post, path = "/api/v1/login", tag = "users", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 400, description = "malformed or invalid request", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
 pub(super) async fn login(
     State(state): State<AppState>,
     Json(req): Json<LoginRequest>,
@@ -99,11 +102,13 @@ pub(super) async fn login(
 }
 
 /// `GET /api/v1/me`: who the credentials belong to.
+#[utoipa::path(get, path = "/api/v1/me", tag = "users", security(("bearer" = [])), responses((status = 200, body = UserView), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
 pub(super) async fn me(caller: Caller) -> Json<UserView> {
     Json(caller.0.into())
 }
 
 /// `GET /api/v1/users` (admin): every user.
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", security(("bearer" = [])), responses((status = 200, body = Vec<UserView>), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not an admin", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -113,7 +118,7 @@ pub(super) async fn list(
     Ok(Json(users.into_iter().map(Into::into).collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateUser {
     email: String,
@@ -123,13 +128,14 @@ pub(super) struct CreateUser {
     password: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct CreatedUser {
     user: UserView,
     token: TokenView,
 }
 
 /// `POST /api/v1/users` (admin): a new user and its first token.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", security(("bearer" = [])), request_body = CreateUser, responses((status = 201, body = CreatedUser), (status = 400, description = "malformed or invalid request", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not an admin", body = ErrorBody), (status = 409, description = "already exists", body = ErrorBody)))]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -175,6 +181,7 @@ pub(super) async fn create(
 }
 
 /// `GET /api/v1/tokens`: the caller's tokens (names and dates, never values).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])), responses((status = 200, body = Vec<TokenView>), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
 pub(super) async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,7 +196,7 @@ pub(super) async fn list_tokens(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateToken {
     name: String,
@@ -199,6 +206,7 @@ pub(super) struct CreateToken {
 }
 
 /// `POST /api/v1/tokens`: a new token for the caller, or (admin) for another user.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateToken, responses((status = 201, body = TokenView), (status = 400, description = "malformed or invalid request", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 403, description = "not an admin", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
 pub(super) async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -234,6 +242,7 @@ pub(super) async fn create_token(
 }
 
 /// `DELETE /api/v1/tokens/{id}`: revokes one of the caller's tokens.
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens", security(("bearer" = [])), params(("id" = String, Path, description = "token id")), responses((status = 204, description = "revoked"), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,

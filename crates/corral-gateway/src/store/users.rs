@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{Store, StoreError, is_unique_violation, now};
 
 /// What a user may do: an admin manages users and sees every sandbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Manages users and tokens; sees and touches every sandbox.
