@@ -93,11 +93,6 @@ impl Gateway {
         format!("{}/api/v1{path}", self.url)
     }
 
-    /// The gateway's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends SIGTERM and waits (up to 10 s) for the gateway to exit.
     pub fn terminate(mut self) -> ExitStatus {
         let sent = Command::new("kill")

@@ -49,9 +49,15 @@ pub struct UpArgs {
 /// Runs `corral up`.
 pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let lookup = |name: &str| std::env::var(name).ok();
+    // A relative --data-dir means relative to where the command was typed.
+    let data_dir = args
+        .data_dir
+        .map(std::path::absolute)
+        .transpose()
+        .context("--data-dir")?;
     let flags = ConfigLayer {
         listen: args.listen,
-        data_dir: args.data_dir,
+        data_dir,
         domain: args.domain,
         log_format: args.log_format,
         idle_timeout: args.idle_timeout,

@@ -546,6 +546,17 @@ fn config_file_then_env_then_flags_and_print_config_redacts() {
     );
     assert!(printed.contains("listen = \"127.0.0.1:7070\""), "{printed}");
     assert!(!printed.contains("admin_token"), "{printed}");
+
+    // A relative --data-dir is relative to the current directory.
+    let out = Command::new(BIN)
+        .args(["up", "--print-config", "--data-dir", "rel/data"])
+        .current_dir(root.path())
+        .env_clear()
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let expected = format!("data_dir = \"{}/rel/data\"", root.path().display());
+    assert!(printed.lines().any(|l| l == expected), "{printed}");
 }
 
 #[test]

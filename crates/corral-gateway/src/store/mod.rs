@@ -218,9 +218,12 @@ mod tests {
 
         let store = Store::open(&data).unwrap();
         assert_eq!(store.user_count().unwrap(), 1);
+        store.create_user("b@x", Role::User, None).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&data), 0o700);
-        assert_eq!(mode(&data.join(DB_FILE)), 0o600);
+        for file in [DB_FILE, "corral.db-wal", "corral.db-shm"] {
+            assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+        }
         let journal: String = store
             .conn()
             .pragma_query_value(None, "journal_mode", |r| r.get(0))

@@ -61,6 +61,9 @@ pub struct TokenInfo {
 }
 
 const USER_COLUMNS: &str = "id, email, role, password_hash, created";
+/// [`USER_COLUMNS`] for a query that joins `users` with another table.
+const JOINED_USER_COLUMNS: &str =
+    "users.id, users.email, users.role, users.password_hash, users.created";
 
 fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
@@ -199,16 +202,11 @@ impl Store {
 
     /// The user a token hash belongs to, if any.
     pub fn user_by_token_hash(&self, token_hash: &str) -> Result<Option<User>, StoreError> {
-        let columns = USER_COLUMNS
-            .split(", ")
-            .map(|c| format!("users.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         Ok(self
             .conn()
             .query_row(
                 &format!(
-                    "SELECT {columns} FROM tokens JOIN users ON users.id = tokens.user_id \
+                    "SELECT {JOINED_USER_COLUMNS} FROM tokens JOIN users ON users.id = tokens.user_id \
                      WHERE tokens.hash = ?1"
                 ),
                 [token_hash],
