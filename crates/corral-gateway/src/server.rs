@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
@@ -32,6 +33,9 @@ pub enum GatewayError {
     /// The first admin token could not be made.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot listen for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
@@ -89,6 +93,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayE
 }
 
 async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
+    let signals = ShutdownSignals::install()?;
     // Bind before creating the admin: a token printed by a gateway that then failed to
     // listen would be lost.
     let listener = TcpListener::bind(config.listen)
@@ -109,7 +114,7 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
     let state = AppState::new(Arc::new(store), Arc::new(config));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(signals.recv())
         .await
         .map_err(GatewayError::Serve)?;
     tracing::info!("gateway stopped");
@@ -151,20 +156,28 @@ fn bootstrap_admin(store: &Store, config: &Config) -> Result<AdminBootstrap, Gat
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            // Without a SIGTERM handler, Ctrl-C still stops the gateway gracefully.
-            tracing::warn!(error = %e, "cannot listen for SIGTERM");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, listened for from the start of [`serve`]: a signal that arrives
+/// while the store opens is kept and stops the server as soon as it runs, instead of
+/// killing the process with the default action.
+struct ShutdownSignals {
+    term: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, GatewayError> {
+        let install = |kind| signal(kind).map_err(GatewayError::Signals);
+        Ok(Self {
+            term: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
 }
