@@ -24,13 +24,14 @@ fn call(
     if let Some(token) = token {
         request = request.set("Authorization", &format!("Bearer {token}"));
     }
+    if body.is_some() {
+        request = request.set("Content-Type", "application/json");
+    }
     for (name, value) in headers {
         request = request.set(name, value);
     }
     let result = match body {
-        Some(body) => request
-            .set("Content-Type", "application/json")
-            .send_string(body),
+        Some(body) => request.send_string(body),
         None => request.call(),
     };
     let response = match result {
@@ -46,6 +47,46 @@ fn call(
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
     };
     (status, value)
+}
+
+/// POSTs a 200 kB body the way careful clients do (`Expect: 100-continue`) over a raw
+/// connection, sending the body only if the server asks for it.
+fn oversized_post(url: &str, token: &str) -> (u16, Value) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    let body = json!({ "name": "x".repeat(200_000) }).to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    assert!(
+        !status_line.contains(" 100 "),
+        "the server asked for a body it cannot accept: {status_line}"
+    );
+    let status: u16 = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut text = vec![0; length];
+    reader.read_exact(&mut text).unwrap();
+    (status, serde_json::from_slice(&text).unwrap())
 }
 
 fn get(url: &str, token: &str) -> (u16, Value) {
@@ -213,8 +254,19 @@ fn refusals_are_json_and_say_why() {
     );
     error_message(post(&sandboxes, &user, json!({"ports": [8080, 8080]})), 400);
     error_message(post(&sandboxes, &user, json!({"ports": [70000]})), 400);
-    let big = json!({ "name": "x".repeat(200_000) });
-    error_message(post(&sandboxes, &user, big), 413);
+    error_message(oversized_post(&sandboxes, &user), 413);
+    error_message(get(&gw.api("/sandboxes/%FF"), &user), 400);
+    error_message(delete(&gw.api("/tokens/%FF"), &user), 400);
+    error_message(
+        call(
+            "POST",
+            &sandboxes,
+            Some(&user),
+            &[("Content-Type", "text/plain")],
+            Some("{}"),
+        ),
+        415,
+    );
     error_message(get(&gw.api("/nowhere"), &user), 404);
     error_message(call("PUT", &me, Some(&user), &[], None), 405);
 }

@@ -3,7 +3,7 @@
 //! means a bug or a broken disk, and its details go to the log, not to the caller.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -74,6 +74,15 @@ impl ApiError {
         )
     }
 
+    /// 413: the body is larger than `limit` bytes.
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than {limit} bytes"),
+        )
+    }
+
     /// 500: a bug or a broken disk. `detail` is logged, never sent.
     pub fn internal(detail: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
@@ -122,5 +131,11 @@ impl From<JsonRejection> for ApiError {
             _ => (StatusCode::BAD_REQUEST, "invalid_json"),
         };
         Self::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request(rejection.body_text())
     }
 }

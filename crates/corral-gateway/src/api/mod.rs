@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tracing::Instrument;
 
@@ -57,11 +57,16 @@ impl AppState {
 #[from_request(via(axum::Json), rejection(ApiError))]
 struct Json<T>(T);
 
-impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
 }
+
+/// A path parameter whose rejection (e.g. invalid UTF-8) is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+struct Path<T>(T);
 
 /// The API router.
 pub fn router(state: AppState) -> Router {
@@ -82,8 +87,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(refuse_oversized))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Refuses a body whose declared length is over [`MAX_BODY`] before reading any of it, so a
+/// client that sent `Expect: 100-continue` is told at once and never sends it. (A body
+/// without a length is still cut off at the limit while it is read.)
+async fn refuse_oversized(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > MAX_BODY as u64 => {
+            ApiError::payload_too_large(MAX_BODY).into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// One log line per request, in a span the caller's email is recorded into. Only the method

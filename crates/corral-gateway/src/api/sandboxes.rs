@@ -2,7 +2,7 @@
 //! and admins see a sandbox; to everyone else it does not exist (404, not 403), so ids are
 //! not confirmed to strangers. Nothing is started here: that is the runtime's job.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::caller::Caller;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Json, rfc3339};
+use super::{ApiError, AppState, Json, Path, rfc3339};
 use crate::auth::{hex, random_hex};
 use crate::store::{Inserted, NewSandbox, Sandbox};
 use crate::validate;

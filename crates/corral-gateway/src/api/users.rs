@@ -1,14 +1,14 @@
 //! Users, tokens and password login. Admins create users; everyone manages their own
 //! tokens. A token's value appears in exactly one response, the one that made it.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::caller::Caller;
 use super::error::ErrorBody;
-use super::{ApiError, AppState, Json, rfc3339};
+use super::{ApiError, AppState, Json, Path, rfc3339};
 use crate::auth::{hash_password, new_token, token_hash, verify_password};
 use crate::store::{Role, TokenInfo, User};
 use crate::validate::is_email;
