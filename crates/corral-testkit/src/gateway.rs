@@ -94,12 +94,17 @@ impl Gateway {
     }
 
     /// Sends SIGTERM and waits (up to 10 s) for the gateway to exit.
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (a name such as `INT`) and waits (up to 10 s) for the gateway to exit.
+    pub fn stop_with(mut self, signal: &str) -> ExitStatus {
         let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("run kill");
-        assert!(sent.success(), "kill -TERM failed");
+        assert!(sent.success(), "kill -{signal} failed");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for corral up") {
@@ -107,7 +112,7 @@ impl Gateway {
             }
             assert!(
                 Instant::now() < deadline,
-                "corral up did not exit within 10 s of SIGTERM"
+                "corral up did not exit within 10 s of SIG{signal}"
             );
             std::thread::sleep(Duration::from_millis(20));
         }

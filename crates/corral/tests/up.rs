@@ -698,3 +698,78 @@ fn the_openapi_document_describes_the_routes_the_server_has() {
     );
     assert!(doc["components"]["schemas"]["CreateSandbox"].is_object());
 }
+
+#[test]
+fn sigint_also_exits_0() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    assert_eq!(gw.stop_with("INT").code(), Some(0));
+}
+
+#[test]
+fn concurrent_creates_of_one_repo_session_make_one_sandbox() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let request = json!({"repo": "https://git.example/acme/app.git", "branch": "dev"});
+    let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| post(&gw.api("/sandboxes"), &admin, request.clone())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = statuses.iter().filter(|(s, _)| *s == 201).count();
+    let existing = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, existing), (1, 7), "{statuses:?}");
+    assert!(statuses.iter().all(|(_, b)| b["id"] == statuses[0].1["id"]));
+    assert_eq!(
+        get(&gw.api("/sandboxes"), &admin)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_revoked_token_stops_working_and_only_its_owner_can_revoke_it() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let hal = add_user(&gw, &admin, "hal@example.com");
+    let (_, extra) = post(&gw.api("/tokens"), &hal, json!({"name": "ci"}));
+    let (id, extra) = (
+        extra["id"].as_i64().unwrap(),
+        extra["token"].as_str().unwrap().to_owned(),
+    );
+    let url = gw.api(&format!("/tokens/{id}"));
+
+    error_message(delete(&url, &admin), 404);
+    assert_eq!(get(&gw.api("/me"), &extra).0, 200);
+    assert_eq!(delete(&url, &hal).0, 204);
+    error_message(get(&gw.api("/me"), &extra), 401);
+    assert_eq!(
+        get(&gw.api("/me"), &hal).0,
+        200,
+        "the other token still works"
+    );
+
+    // An admin may make a token for another user; it acts as that user.
+    let (status, made) = post(
+        &gw.api("/tokens"),
+        &admin,
+        json!({"name": "support", "user": "hal@example.com"}),
+    );
+    assert_eq!(status, 201, "{made}");
+    let made = made["token"].as_str().unwrap();
+    assert_eq!(get(&gw.api("/me"), made).1["email"], "hal@example.com");
+    let (_, users) = get(&gw.api("/users"), &admin);
+    let emails: Vec<_> = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].clone())
+        .collect();
+    assert_eq!(emails, [json!("admin@localhost"), json!("hal@example.com")]);
+}
