@@ -4,7 +4,7 @@
 
 #![forbid(unsafe_code)]
 
-mod gateway;
+pub mod gateway;
 mod git_server;
 
 pub use gateway::Gateway;
