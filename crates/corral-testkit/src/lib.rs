@@ -4,9 +4,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod gateway;
 mod git_server;
 pub mod tls;
 
+pub use gateway::Gateway;
 pub use git_server::GitServer;
 
 use std::ffi::OsStr;

@@ -8,6 +8,7 @@ mod doctor_cmd;
 mod egress;
 mod policy_cmd;
 mod run_cmd;
+mod up_cmd;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Print recorded policy decisions, newest last (-f follows).
     Audit(audit_cmd::AuditArgs),
+    /// Run the gateway: the HTTP API that records users and sandboxes.
+    Up(Box<up_cmd::UpArgs>),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Doctor => doctor_cmd::run(),
         Command::Policy(args) => policy_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
+        Command::Up(args) => up_cmd::run(*args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("corral: {e:#}");

@@ -1,0 +1,224 @@
+//! Sandbox records: create (idempotent for repo sessions), list, get, delete. Only the owner
+//! and admins see a sandbox; to everyone else it does not exist (404, not 403), so ids are
+//! not confirmed to strangers. Nothing is started here: that is the runtime's job.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use super::caller::Caller;
+use super::error::ErrorBody;
+use super::{ApiError, AppState, Json, Path, rfc3339};
+use crate::auth::{hex, random_hex};
+use crate::store::{Inserted, NewSandbox, Sandbox};
+use crate::validate;
+
+/// Agent templates a sandbox may name.
+const AGENTS: &[&str] = &["shell", "opencode", "code-server"];
+/// Most ports a sandbox may declare.
+const MAX_PORTS: usize = 16;
+/// Branch a repo session uses when none is given.
+const DEFAULT_BRANCH: &str = "main";
+/// Profile used when none is given (as for `corral run`).
+const DEFAULT_PROFILE: &str = "restricted";
+
+/// A repo session's id: the first 12 hex digits of sha256(email "\n" repo "\n" branch), so
+/// the same user, repo and branch always reach the same sandbox.
+pub fn repo_session_id(email: &str, repo: &str, branch: &str) -> String {
+    let digest = Sha256::digest(format!("{email}\n{repo}\n{branch}").as_bytes());
+    hex(&digest)[..12].to_owned()
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct SandboxView {
+    id: String,
+    name: String,
+    owner: String,
+    profile: String,
+    repo: Option<String>,
+    branch: Option<String>,
+    agent: String,
+    ports: Vec<u16>,
+    state: String,
+    created: String,
+    last_activity: String,
+}
+
+impl From<Sandbox> for SandboxView {
+    fn from(s: Sandbox) -> Self {
+        Self {
+            id: s.id,
+            name: s.name,
+            owner: s.owner,
+            profile: s.profile,
+            repo: s.repo,
+            branch: s.branch,
+            agent: s.agent,
+            ports: s.ports,
+            state: s.state,
+            created: rfc3339(s.created),
+            last_activity: rfc3339(s.last_activity),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateSandbox {
+    name: Option<String>,
+    profile: Option<String>,
+    repo: Option<String>,
+    branch: Option<String>,
+    agent: Option<String>,
+    #[serde(default)]
+    ports: Vec<u16>,
+}
+
+/// `POST /api/v1/sandboxes`: 201 with a new record, or 200 with the caller's existing repo
+/// session for the same repo and branch.
+#[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), request_body = CreateSandbox, responses((status = 201, description = "recorded", body = SandboxView), (status = 200, description = "the caller's existing repo session", body = SandboxView), (status = 400, description = "malformed or invalid request", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 409, description = "already exists", body = ErrorBody)))]
+pub(super) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<CreateSandbox>,
+) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
+    let profile = req.profile.unwrap_or_else(|| DEFAULT_PROFILE.into());
+    // Only built-in names: a path here would have the gateway read files a caller chose.
+    if !corral_policy::builtin_names().any(|n| n == profile) {
+        let valid: Vec<_> = corral_policy::builtin_names().collect();
+        return Err(ApiError::bad_request(format!(
+            "unknown profile {profile:?}: valid profiles are {}",
+            valid.join(", ")
+        )));
+    }
+    let agent = req.agent.unwrap_or_else(|| "shell".into());
+    if !AGENTS.contains(&agent.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "unknown agent {agent:?}: valid agents are {}",
+            AGENTS.join(", ")
+        )));
+    }
+    check_ports(&req.ports)?;
+    if let Some(name) = &req.name {
+        validate::sandbox_name(name).map_err(ApiError::bad_request)?;
+    }
+    let (id, repo, branch) = match req.repo {
+        Some(repo) => {
+            validate::repo(&repo).map_err(ApiError::bad_request)?;
+            let branch = req.branch.unwrap_or_else(|| DEFAULT_BRANCH.into());
+            validate::branch(&branch).map_err(ApiError::bad_request)?;
+            let id = repo_session_id(&caller.0.email, &repo, &branch);
+            (id, Some(repo), Some(branch))
+        }
+        None if req.branch.is_some() => {
+            return Err(ApiError::bad_request("branch needs a repo"));
+        }
+        None => (
+            random_hex(6).map_err(|e| ApiError::internal(&e))?,
+            None,
+            None,
+        ),
+    };
+    let new = NewSandbox {
+        name: req.name.unwrap_or_else(|| id.clone()),
+        id,
+        owner_id: caller.0.id,
+        profile,
+        repo,
+        branch,
+        agent,
+        ports: req.ports,
+    };
+    match state.db(move |s| s.insert_sandbox(&new)).await? {
+        Inserted::Created(sandbox) => {
+            tracing::info!(sandbox = %sandbox.id, "sandbox created");
+            Ok((StatusCode::CREATED, Json(sandbox.into())))
+        }
+        Inserted::Existing(sandbox) => Ok((StatusCode::OK, Json(sandbox.into()))),
+    }
+}
+
+fn check_ports(ports: &[u16]) -> Result<(), ApiError> {
+    if ports.len() > MAX_PORTS {
+        return Err(ApiError::bad_request(format!("at most {MAX_PORTS} ports")));
+    }
+    if ports.contains(&0) {
+        return Err(ApiError::bad_request("port 0 is not a port"));
+    }
+    let mut sorted = ports.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != ports.len() {
+        return Err(ApiError::bad_request("ports must not repeat"));
+    }
+    Ok(())
+}
+
+/// `GET /api/v1/sandboxes`: the caller's sandboxes (an admin's: everyone's).
+#[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), responses((status = 200, body = Vec<SandboxView>), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<SandboxView>>, ApiError> {
+    let owner = (!caller.is_admin()).then_some(caller.0.id);
+    let sandboxes = state.db(move |s| s.list_sandboxes(owner)).await?;
+    Ok(Json(sandboxes.into_iter().map(Into::into).collect()))
+}
+
+/// The sandbox `id` if the caller may see it; 404 otherwise.
+async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Sandbox, ApiError> {
+    let not_found = || ApiError::not_found(format!("no sandbox with id {id:?}"));
+    let lookup = id.clone();
+    let sandbox = state.db(move |s| s.sandbox(&lookup)).await?;
+    sandbox
+        .filter(|s| s.owner_id == caller.0.id || caller.is_admin())
+        .ok_or_else(not_found)
+}
+
+/// `GET /api/v1/sandboxes/{id}`.
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 200, body = SandboxView), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
+pub(super) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxView>, ApiError> {
+    Ok(Json(visible(&state, &caller, id).await?.into()))
+}
+
+/// `DELETE /api/v1/sandboxes/{id}`: removes the record (there is no workspace yet to keep).
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 204, description = "deleted"), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let sandbox = visible(&state, &caller, id).await?;
+    let id = sandbox.id.clone();
+    state.db(move |s| s.delete_sandbox(&id)).await?;
+    tracing::info!(sandbox = %sandbox.id, "sandbox deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_session_id_is_sha256_of_email_repo_branch() {
+        // printf 'a@x\nhttps://h/r.git\nmain' | sha256sum
+        let id = repo_session_id("a@x", "https://h/r.git", "main");
+        assert_eq!(id, "5a9c329fdedb");
+        assert_ne!(id, repo_session_id("b@x", "https://h/r.git", "main"));
+        assert_ne!(id, repo_session_id("a@x", "https://h/r.git", "dev"));
+    }
+
+    #[test]
+    fn ports() {
+        assert!(check_ports(&[8080, 4096]).is_ok());
+        assert!(check_ports(&[0]).is_err());
+        assert!(check_ports(&[1, 1]).is_err());
+        assert!(check_ports(&(1..=17).collect::<Vec<_>>()).is_err());
+    }
+}

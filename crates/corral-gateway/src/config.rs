@@ -1,0 +1,548 @@
+//! The gateway's configuration: one typed [`Config`] built once from a TOML file, then
+//! environment variables, then command-line flags (each overriding the one before), and
+//! passed down. Nothing else in the gateway reads the environment.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// Shortest `admin_token` corral accepts, so automation cannot set a guessable one.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
+
+/// What a secret is shown as by `--print-config`.
+const REDACTED: &str = "<redacted>";
+
+/// Why the configuration could not be built. Messages name the file or variable at fault and
+/// never contain a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has a field corral does not know.
+    #[error("config file {}: {message}", path.display())]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the line.
+        message: String,
+    },
+    /// An environment variable holds a value corral cannot read.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// No data directory was given and neither XDG_DATA_HOME nor HOME is set.
+    #[error("no data directory: pass --data-dir, or set XDG_DATA_HOME or HOME")]
+    NoDataDir,
+    /// A field has a value that parses but cannot be used.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field, as named in the config file.
+        field: &'static str,
+        /// What is wrong and what would be right.
+        message: String,
+    },
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event (the default).
+    #[default]
+    Text,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("unknown log format {other:?}: use text or json")),
+        }
+    }
+}
+
+/// A value that must not be printed or logged. `Debug` shows `<redacted>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// The effective gateway configuration.
+///
+/// # Defaults
+/// - `listen`: `127.0.0.1:7070`
+/// - `data_dir`: `$XDG_DATA_HOME/corral`, else `~/.local/share/corral`
+/// - `domain`: `localhost`
+/// - `log_format`: `text`
+/// - `idle_timeout`: `30m`
+/// - `admin_email`: `admin@localhost`
+/// - `admin_token`: none (a random token is made and printed on first start)
+/// - `trusted_proxies`: none (identity headers are never trusted)
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Where the store (and later the workspaces) live.
+    pub data_dir: PathBuf,
+    /// Domain that sandbox hosts are named under.
+    pub domain: String,
+    /// Format of log lines on stderr.
+    pub log_format: LogFormat,
+    /// How long a sandbox may be idle before it is stopped.
+    pub idle_timeout: Duration,
+    /// Email of the admin user created on first start.
+    pub admin_email: String,
+    /// Token the first-start admin gets instead of a random one (for automation).
+    pub admin_token: Option<Secret>,
+    /// Peers whose `X-Forwarded-Email` / `X-Auth-Request-Email` headers are believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+/// One source of configuration (the file, the environment or the flags): every field is
+/// optional, and a later layer's values replace an earlier one's.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigLayer {
+    /// See [`Config::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`Config::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`Config::domain`].
+    pub domain: Option<String>,
+    /// See [`Config::log_format`].
+    pub log_format: Option<LogFormat>,
+    /// See [`Config::idle_timeout`].
+    #[serde(default, deserialize_with = "human_duration")]
+    pub idle_timeout: Option<Duration>,
+    /// See [`Config::admin_email`].
+    pub admin_email: Option<String>,
+    /// See [`Config::admin_token`].
+    pub admin_token: Option<Secret>,
+    /// See [`Config::trusted_proxies`].
+    pub trusted_proxies: Option<Vec<IpAddr>>,
+}
+
+fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?}: {e} (use e.g. 30m or 2h)")))
+}
+
+impl ConfigLayer {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::ParseFile {
+            path: path.to_owned(),
+            // toml's Display quotes the offending line; a line holding a secret must not be
+            // echoed, so only the message and position are kept.
+            message: describe_toml_error(&text, &e),
+        })
+    }
+
+    /// Reads the `CORRAL_*` variables through `lookup` (pass `|k| std::env::var(k).ok()`).
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        fn parse<T: FromStr>(
+            name: &'static str,
+            value: Option<String>,
+            what: &str,
+        ) -> Result<Option<T>, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            value
+                .map(|v| {
+                    v.parse().map_err(|e| ConfigError::Env {
+                        name,
+                        message: format!("not {what}: {e}"),
+                    })
+                })
+                .transpose()
+        }
+        let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
+        let idle_timeout = get("CORRAL_IDLE_TIMEOUT")
+            .map(|v| {
+                humantime::parse_duration(&v).map_err(|e| ConfigError::Env {
+                    name: "CORRAL_IDLE_TIMEOUT",
+                    message: format!("{v:?}: {e} (use e.g. 30m or 2h)"),
+                })
+            })
+            .transpose()?;
+        let trusted_proxies = get("CORRAL_TRUSTED_PROXIES")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| {
+                        s.parse().map_err(|e| ConfigError::Env {
+                            name: "CORRAL_TRUSTED_PROXIES",
+                            message: format!("{s:?} is not an IP address: {e}"),
+                        })
+                    })
+                    .collect::<Result<Vec<IpAddr>, _>>()
+            })
+            .transpose()?;
+        Ok(Self {
+            listen: parse("CORRAL_LISTEN", get("CORRAL_LISTEN"), "an address:port")?,
+            data_dir: get("CORRAL_DATA_DIR").map(PathBuf::from),
+            domain: get("CORRAL_DOMAIN"),
+            log_format: parse(
+                "CORRAL_LOG_FORMAT",
+                get("CORRAL_LOG_FORMAT"),
+                "a log format",
+            )?,
+            idle_timeout,
+            admin_email: get("CORRAL_ADMIN_EMAIL"),
+            admin_token: get("CORRAL_ADMIN_TOKEN").map(Secret),
+            trusted_proxies,
+        })
+    }
+
+    /// This layer with every value `over` sets replacing ours.
+    pub fn overridden_by(self, over: ConfigLayer) -> ConfigLayer {
+        ConfigLayer {
+            listen: over.listen.or(self.listen),
+            data_dir: over.data_dir.or(self.data_dir),
+            domain: over.domain.or(self.domain),
+            log_format: over.log_format.or(self.log_format),
+            idle_timeout: over.idle_timeout.or(self.idle_timeout),
+            admin_email: over.admin_email.or(self.admin_email),
+            admin_token: over.admin_token.or(self.admin_token),
+            trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
+        }
+    }
+}
+
+/// The message and line of a TOML error, without the quoted source line.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let line = e
+        .span()
+        .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+    match line {
+        Some(line) => format!("line {line}: {}", e.message()),
+        None => e.message().to_owned(),
+    }
+}
+
+/// The config file used when none is named: `$XDG_CONFIG_HOME/corral/gateway.toml`, else
+/// `~/.config/corral/gateway.toml`, if it exists.
+pub fn default_config_file(lookup: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    let base = lookup("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| lookup("HOME").map(|h| Path::new(&h).join(".config")))?;
+    Some(base.join("corral/gateway.toml")).filter(|p| p.is_file())
+}
+
+impl Config {
+    /// Builds the effective configuration: `file`, then the environment (through `lookup`),
+    /// then `flags`; unset fields take their defaults.
+    pub fn load(
+        file: Option<&Path>,
+        lookup: impl Fn(&str) -> Option<String>,
+        flags: ConfigLayer,
+    ) -> Result<Self, ConfigError> {
+        let from_file = match file {
+            Some(path) => ConfigLayer::from_file(path)?,
+            None => ConfigLayer::default(),
+        };
+        let from_env = ConfigLayer::from_env(&lookup)?;
+        let layer = from_file.overridden_by(from_env).overridden_by(flags);
+        Self::from_layer(layer, &lookup)
+    }
+
+    /// Fills the unset fields of `layer` with defaults and checks the result. `lookup` is
+    /// only used for the default data directory.
+    pub fn from_layer(
+        layer: ConfigLayer,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let data_dir = match layer.data_dir {
+            Some(dir) => dir,
+            None => default_data_dir(&lookup).ok_or(ConfigError::NoDataDir)?,
+        };
+        let config = Config {
+            listen: layer
+                .listen
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            data_dir,
+            domain: layer.domain.unwrap_or_else(|| "localhost".into()),
+            log_format: layer.log_format.unwrap_or_default(),
+            idle_timeout: layer.idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
+            admin_email: layer
+                .admin_email
+                .unwrap_or_else(|| "admin@localhost".into()),
+            admin_token: layer.admin_token,
+            trusted_proxies: layer.trusted_proxies.unwrap_or_default(),
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| ConfigError::Invalid {
+            field,
+            message: message.into(),
+        };
+        if self.domain.is_empty()
+            || !self
+                .domain
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        {
+            return Err(invalid(
+                "domain",
+                "must be a host name such as localhost or corral.example.com",
+            ));
+        }
+        if !crate::validate::is_email(&self.admin_email) {
+            return Err(invalid("admin_email", "must be an email address"));
+        }
+        if let Some(token) = &self.admin_token
+            && token.expose().chars().count() < MIN_ADMIN_TOKEN_LEN
+        {
+            return Err(ConfigError::Invalid {
+                field: "admin_token",
+                message: format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
+            });
+        }
+        if !self.data_dir.is_absolute() {
+            return Err(invalid("data_dir", "must be an absolute path"));
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML, with secrets shown as `<redacted>`.
+    pub fn to_redacted_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            listen: String,
+            data_dir: &'a Path,
+            domain: &'a str,
+            log_format: LogFormat,
+            idle_timeout: String,
+            admin_email: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            admin_token: Option<&'static str>,
+            trusted_proxies: Vec<String>,
+        }
+        let shown = Shown {
+            listen: self.listen.to_string(),
+            data_dir: &self.data_dir,
+            domain: &self.domain,
+            log_format: self.log_format,
+            idle_timeout: humantime::format_duration(self.idle_timeout).to_string(),
+            admin_email: &self.admin_email,
+            admin_token: self.admin_token.as_ref().map(|_| REDACTED),
+            trusted_proxies: self.trusted_proxies.iter().map(|a| a.to_string()).collect(),
+        };
+        // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
+        // the one exception, shown lossily instead.
+        toml::to_string(&shown).unwrap_or_else(|_| {
+            format!(
+                "# data_dir is not UTF-8: {}\n",
+                self.data_dir.to_string_lossy()
+            )
+        })
+    }
+}
+
+/// `$XDG_DATA_HOME/corral`, else `~/.local/share/corral`.
+fn default_data_dir(lookup: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
+    lookup("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| {
+            lookup("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".local/share"))
+        })
+        .map(|base| base.join("corral"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_use_xdg_data_home_then_home() {
+        let c = Config::load(None, env(&[("HOME", "/home/u")]), ConfigLayer::default()).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:7070".parse().unwrap());
+        assert_eq!(c.data_dir, Path::new("/home/u/.local/share/corral"));
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(c.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.admin_email, "admin@localhost");
+        assert!(c.admin_token.is_none() && c.trusted_proxies.is_empty());
+
+        let c = Config::load(
+            None,
+            env(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "/xdg")]),
+            ConfigLayer::default(),
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, Path::new("/xdg/corral"));
+
+        let err = Config::load(None, env(&[]), ConfigLayer::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::NoDataDir));
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "listen = \"127.0.0.1:1111\"\ndomain = \"file.example\"\nlog_format = \"json\"\n\
+             idle_timeout = \"5m\"\ndata_dir = \"/from/file\"\n",
+        );
+        let vars = env(&[
+            ("CORRAL_LISTEN", "127.0.0.1:2222"),
+            ("CORRAL_DOMAIN", "env.example"),
+        ]);
+        let flags = ConfigLayer {
+            listen: Some("127.0.0.1:3333".parse().unwrap()),
+            ..Default::default()
+        };
+        let c = Config::load(Some(&file), &vars, flags).unwrap();
+        assert_eq!(c.listen.port(), 3333, "flag beats env and file");
+        assert_eq!(c.domain, "env.example", "env beats file");
+        assert_eq!(c.log_format, LogFormat::Json, "file beats default");
+        assert_eq!(c.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.data_dir, Path::new("/from/file"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "domain = \"x\"\nlisten_addr = \"1\"\n");
+        let err = Config::load(Some(&file), env(&[("HOME", "/h")]), ConfigLayer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("listen_addr"),
+            "{err}"
+        );
+
+        let err = Config::load(
+            None,
+            env(&[("HOME", "/h"), ("CORRAL_IDLE_TIMEOUT", "soon")]),
+            ConfigLayer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("CORRAL_IDLE_TIMEOUT"), "{err}");
+
+        let err = Config::load(
+            None,
+            env(&[("HOME", "/h"), ("CORRAL_TRUSTED_PROXIES", "10.0.0.1, nope")]),
+            ConfigLayer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("\"nope\""), "{err}");
+    }
+
+    #[test]
+    fn short_admin_token_is_refused_without_echoing_it() {
+        let err = Config::load(
+            None,
+            env(&[("HOME", "/h"), ("CORRAL_ADMIN_TOKEN", "hunter2")]),
+            ConfigLayer::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("admin_token") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_file_error_does_not_quote_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "admin_token = \"s3cret-value-that-is-long\" x\n",
+        );
+        let err = ConfigLayer::from_file(&file).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn printed_config_redacts_the_token_and_reads_back() {
+        let token = "t".repeat(40);
+        let c = Config::load(
+            None,
+            env(&[
+                ("HOME", "/h"),
+                ("CORRAL_ADMIN_TOKEN", &token),
+                ("CORRAL_TRUSTED_PROXIES", "10.0.0.1,::1"),
+            ]),
+            ConfigLayer::default(),
+        )
+        .unwrap();
+        let text = c.to_redacted_toml();
+        assert!(!text.contains(&token), "{text}");
+        assert!(text.contains("admin_token = \"<redacted>\""), "{text}");
+        let back: ConfigLayer = toml::from_str(&text).unwrap();
+        assert_eq!(back.trusted_proxies, Some(c.trusted_proxies.clone()));
+        assert_eq!(back.idle_timeout, Some(c.idle_timeout));
+        assert_eq!(back.listen, Some(c.listen));
+    }
+}

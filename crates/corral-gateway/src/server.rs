@@ -1,0 +1,183 @@
+//! Running the gateway: bind, open the store, make the first admin, serve until SIGTERM or
+//! SIGINT, then finish the requests in flight and return.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use crate::api::{AppState, router};
+use crate::auth::{AuthError, new_token, token_hash};
+use crate::config::{Config, LogFormat, Secret};
+use crate::store::{Role, Store, StoreError};
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The async runtime could not be built.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The first admin token could not be made.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The SIGTERM/SIGINT handlers could not be installed.
+    #[error("cannot listen for SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
+    /// Serving failed.
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// What the gateway tells its operator once it is listening.
+#[derive(Debug)]
+pub struct Ready {
+    /// Where the API is, e.g. `http://127.0.0.1:7070`.
+    pub url: String,
+    /// What happened to the admin user on this start.
+    pub admin: AdminBootstrap,
+}
+
+/// The admin user on this start.
+#[derive(Debug)]
+pub enum AdminBootstrap {
+    /// First start: the admin was created with this new random token, to be shown once.
+    Created {
+        /// The admin's email.
+        email: String,
+        /// The token; it exists nowhere else.
+        token: Secret,
+    },
+    /// First start: the admin was created with the configured `admin_token`.
+    CreatedWithConfiguredToken {
+        /// The admin's email.
+        email: String,
+    },
+    /// Users already existed; nothing was created.
+    Existing,
+}
+
+/// Sends log lines to stderr as text or JSON. Call once, before [`run`].
+pub fn init_logging(format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(tracing::Level::INFO);
+    // A second call (tests in one process) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs the gateway until SIGTERM or SIGINT. `on_ready` is called once, after the port is
+/// bound and the store is ready, with the URL and (on first start) the admin token.
+pub fn run(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(GatewayError::Runtime)?;
+    runtime.block_on(serve(config, on_ready))
+}
+
+async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
+    let signals = ShutdownSignals::install()?;
+    // Bind before creating the admin: a token printed by a gateway that then failed to
+    // listen would be lost.
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(GatewayError::Serve)?;
+    let store = Store::open(&config.data_dir)?;
+    let admin = bootstrap_admin(&store, &config)?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
+    on_ready(&Ready {
+        url: format!("http://{addr}"),
+        admin,
+    });
+
+    let state = AppState::new(Arc::new(store), Arc::new(config));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signals.recv())
+        .await
+        .map_err(GatewayError::Serve)?;
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Creates the admin user on first start (no users yet).
+fn bootstrap_admin(store: &Store, config: &Config) -> Result<AdminBootstrap, GatewayError> {
+    if store.user_count()? > 0 {
+        if let Some(token) = &config.admin_token
+            && store
+                .user_by_token_hash(&token_hash(token.expose()))?
+                .is_none()
+        {
+            tracing::warn!(
+                "admin_token (CORRAL_ADMIN_TOKEN) is ignored: it only applies on first start, \
+                 and this store already has users"
+            );
+        }
+        return Ok(AdminBootstrap::Existing);
+    }
+    let email = config.admin_email.clone();
+    let (token, configured) = match &config.admin_token {
+        Some(token) => (token.clone(), true),
+        None => (Secret::new(new_token()?), false),
+    };
+    store.create_user_with_token(
+        &email,
+        Role::Admin,
+        None,
+        "first-start",
+        &token_hash(token.expose()),
+    )?;
+    tracing::info!(admin = %email, "first start: admin user created");
+    Ok(if configured {
+        AdminBootstrap::CreatedWithConfiguredToken { email }
+    } else {
+        AdminBootstrap::Created { email, token }
+    })
+}
+
+/// SIGTERM and SIGINT, listened for from the start of [`serve`]: a signal that arrives
+/// while the store opens is kept and stops the server as soon as it runs, instead of
+/// killing the process with the default action.
+struct ShutdownSignals {
+    term: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self, GatewayError> {
+        let install = |kind| signal(kind).map_err(GatewayError::Signals);
+        Ok(Self {
+            term: install(SignalKind::terminate())?,
+            interrupt: install(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `corral up` sandbox records: profiles, per-user visibility, repo-session ids and idempotent
+//! create, and the OpenAPI document matching the routes.
+
+use std::path::Path;
+
+use corral_testkit::Gateway;
+use corral_testkit::gateway::{add_user, call, delete, error_message, get, post, sha256_hex};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+
+fn start(root: &Path) -> Gateway {
+    Gateway::fresh(Path::new(BIN), root)
+}
+
+#[test]
+fn a_bad_profile_is_refused_naming_the_valid_ones() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    for profile in ["paranoid", "/etc/passwd", "../profiles/full.toml"] {
+        let message = error_message(
+            post(&gw.api("/sandboxes"), &admin, json!({ "profile": profile })),
+            400,
+        );
+        for valid in ["full", "moderate", "restricted"] {
+            assert!(message.contains(valid), "{message}");
+        }
+    }
+    let (status, body) = post(
+        &gw.api("/sandboxes"),
+        &admin,
+        json!({ "profile": "moderate" }),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["profile"], "moderate");
+    assert_eq!(body["state"], "stopped");
+}
+
+#[test]
+fn users_see_and_touch_only_their_own_sandboxes() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let alice = add_user(&gw, &admin, "alice@example.com");
+    let bob = add_user(&gw, &admin, "bob@example.com");
+
+    let (status, created) = post(
+        &gw.api("/sandboxes"),
+        &alice,
+        json!({"name": "dev", "ports": [8080]}),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["owner"], "alice@example.com");
+    let url = gw.api(&format!("/sandboxes/{id}"));
+
+    // To bob, alice's sandbox looks exactly like one that does not exist.
+    let hidden = error_message(get(&url, &bob), 404);
+    let absent = error_message(get(&gw.api("/sandboxes/000000000000"), &bob), 404);
+    assert_eq!(
+        hidden.replace(&id, "ID"),
+        absent.replace("000000000000", "ID")
+    );
+    error_message(delete(&url, &bob), 404);
+    assert_eq!(get(&gw.api("/sandboxes"), &bob), (200, json!([])));
+
+    // Names are per user: bob may also call his "dev".
+    assert_eq!(
+        post(&gw.api("/sandboxes"), &bob, json!({"name": "dev"})).0,
+        201
+    );
+    error_message(
+        post(&gw.api("/sandboxes"), &alice, json!({"name": "dev"})),
+        409,
+    );
+
+    let (status, mine) = get(&url, &alice);
+    assert_eq!((status, &mine["ports"]), (200, &json!([8080])));
+    let (_, all) = get(&gw.api("/sandboxes"), &admin);
+    assert_eq!(
+        all.as_array().unwrap().len(),
+        2,
+        "admins see every sandbox: {all}"
+    );
+    assert_eq!(get(&url, &admin).0, 200);
+
+    assert_eq!(delete(&url, &alice).0, 204);
+    error_message(get(&url, &alice), 404);
+}
+
+#[test]
+fn a_repo_session_has_the_hash_id_and_creating_it_again_returns_it() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let alice = add_user(&gw, &admin, "alice@example.com");
+    let bob = add_user(&gw, &admin, "bob@example.com");
+    let repo = "https://git.example/acme/app.git";
+    let request =
+        json!({"repo": repo, "branch": "ai/fix", "profile": "moderate", "agent": "opencode"});
+
+    let (status, first) = post(&gw.api("/sandboxes"), &alice, request.clone());
+    assert_eq!(status, 201, "{first}");
+    let expected = sha256_hex(&format!("alice@example.com\n{repo}\nai/fix"))[..12].to_owned();
+    assert_eq!(first["id"], expected.as_str());
+    assert_eq!(
+        (first["branch"].as_str(), first["agent"].as_str()),
+        (Some("ai/fix"), Some("opencode"))
+    );
+
+    let (status, again) = post(&gw.api("/sandboxes"), &alice, request.clone());
+    assert_eq!(status, 200, "the same session, not a new one: {again}");
+    assert_eq!(again, first);
+    assert_eq!(
+        get(&gw.api("/sandboxes"), &alice)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let (status, bobs) = post(&gw.api("/sandboxes"), &bob, request);
+    assert_eq!(status, 201);
+    assert_ne!(bobs["id"], first["id"], "the id includes the owner");
+
+    let (status, main) = post(&gw.api("/sandboxes"), &alice, json!({"repo": repo}));
+    assert_eq!(status, 201);
+    let expected = sha256_hex(&format!("alice@example.com\n{repo}\nmain"))[..12].to_owned();
+    assert_eq!(
+        (main["id"].as_str(), main["branch"].as_str()),
+        (Some(expected.as_str()), Some("main"))
+    );
+}
+
+#[test]
+fn concurrent_creates_of_one_repo_session_make_one_sandbox() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let request = json!({"repo": "https://git.example/acme/app.git", "branch": "dev"});
+    let statuses: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| post(&gw.api("/sandboxes"), &admin, request.clone())))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = statuses.iter().filter(|(s, _)| *s == 201).count();
+    let existing = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert_eq!((created, existing), (1, 7), "{statuses:?}");
+    assert!(statuses.iter().all(|(_, b)| b["id"] == statuses[0].1["id"]));
+    assert_eq!(
+        get(&gw.api("/sandboxes"), &admin)
+            .1
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn the_openapi_document_describes_the_routes_the_server_has() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let (status, doc) = call("GET", &gw.api("/openapi.json"), None, &[], None);
+    assert_eq!(status, 200);
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            operations += 1;
+            let url = format!("{}{}", gw.url, path.replace("{id}", "x"));
+            let (status, body) = call(&method.to_uppercase(), &url, None, &[], None);
+            // Without credentials or a body every documented operation refuses, but it
+            // exists: never "no such endpoint" or "method not allowed".
+            assert!(
+                status != 405 && body["error"]["message"] != "no such endpoint",
+                "{method} {path}: {status} {body}"
+            );
+            assert!(
+                (400..500).contains(&status),
+                "{method} {path}: {status} {body}"
+            );
+        }
+    }
+    assert_eq!(operations, 11, "{paths:?}");
+    let create = &paths["/api/v1/sandboxes"]["post"]["responses"];
+    assert!(
+        create["200"].is_object() && create["201"].is_object(),
+        "{create}"
+    );
+    assert!(doc["components"]["schemas"]["CreateSandbox"].is_object());
+}
