@@ -3,11 +3,14 @@
 
 #![forbid(unsafe_code)]
 
+mod account_cmd;
 mod audit_cmd;
+mod client;
 mod doctor_cmd;
 mod egress;
 mod policy_cmd;
 mod run_cmd;
+mod sandbox_cmd;
 mod up_cmd;
 
 use std::process::ExitCode;
@@ -35,6 +38,14 @@ enum Command {
     Audit(audit_cmd::AuditArgs),
     /// Run the gateway: the HTTP API that records users and sandboxes.
     Up(Box<up_cmd::UpArgs>),
+    /// Save a gateway's URL and an API token for the commands below.
+    Login(account_cmd::LoginArgs),
+    /// A gateway's sandboxes: create, list, get, start, stop, delete, exec, logs.
+    Sandbox(sandbox_cmd::SandboxArgs),
+    /// A gateway's users (admins): add, list.
+    User(account_cmd::UserArgs),
+    /// Your API tokens: create, list, revoke.
+    Token(account_cmd::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +56,10 @@ fn main() -> ExitCode {
         Command::Policy(args) => policy_cmd::run(args),
         Command::Audit(args) => audit_cmd::run(args),
         Command::Up(args) => up_cmd::run(*args),
+        Command::Login(args) => account_cmd::login(args),
+        Command::Sandbox(args) => sandbox_cmd::run(args),
+        Command::User(args) => account_cmd::user(args),
+        Command::Token(args) => account_cmd::token(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("corral: {e:#}");

@@ -1,0 +1,261 @@
+//! `corral sandbox ...`: the gateway's sandboxes from the command line. Tables for people,
+//! `--json` for scripts; a sandbox is named by its id or its name.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use crate::client::Client;
+
+/// Arguments of `corral sandbox`.
+#[derive(Args, Debug)]
+pub struct SandboxArgs {
+    #[command(subcommand)]
+    command: SandboxCommand,
+    /// Print the gateway's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxCommand {
+    /// Record a new sandbox (a repo session when --repo is given: creating it again returns it).
+    Create {
+        /// Its name (a DNS label).
+        name: Option<String>,
+        /// Profile: full, moderate or restricted.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Repository to clone into the workspace.
+        #[arg(long)]
+        repo: Option<String>,
+        /// Branch to check out (created when absent).
+        #[arg(long, requires = "repo")]
+        branch: Option<String>,
+        /// Agent template: shell, opencode or code-server.
+        #[arg(long)]
+        agent: Option<String>,
+        /// A port the sandbox serves (repeatable).
+        #[arg(long = "port")]
+        ports: Vec<u16>,
+    },
+    /// List your sandboxes (an admin sees everyone's).
+    List,
+    /// Show one sandbox.
+    Get {
+        /// Id or name.
+        sandbox: String,
+    },
+    /// Start a sandbox.
+    Start {
+        /// Id or name.
+        sandbox: String,
+    },
+    /// Stop a sandbox (its workspace and home stay).
+    Stop {
+        /// Id or name.
+        sandbox: String,
+    },
+    /// Delete a sandbox; its workspace and home stay unless --purge.
+    Delete {
+        /// Id or name.
+        sandbox: String,
+        /// Also remove the workspace and home.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Run a command in a running sandbox; exits with its status.
+    Exec {
+        /// Id or name.
+        sandbox: String,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print a sandbox's agent output (-f follows).
+    Logs {
+        /// Id or name.
+        sandbox: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+    },
+}
+
+/// Runs `corral sandbox`.
+pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::from_environment()?;
+    let json_output = args.json;
+    let show = |value: &Value| print_sandboxes(value, json_output);
+    match args.command {
+        SandboxCommand::Create {
+            name,
+            profile,
+            repo,
+            branch,
+            agent,
+            ports,
+        } => {
+            let mut body = json!({ "ports": ports });
+            for (key, value) in [
+                ("name", name),
+                ("profile", profile),
+                ("repo", repo),
+                ("branch", branch),
+                ("agent", agent),
+            ] {
+                if let Some(value) = value {
+                    body[key] = Value::String(value);
+                }
+            }
+            show(&client.post("/api/v1/sandboxes", &body)?)?;
+        }
+        SandboxCommand::List => show(&client.get("/api/v1/sandboxes")?)?,
+        SandboxCommand::Get { sandbox } => show(&resolve(&client, &sandbox)?)?,
+        SandboxCommand::Start { sandbox } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            show(&client.post(&format!("/api/v1/sandboxes/{id}/start"), &json!({}))?)?;
+        }
+        SandboxCommand::Stop { sandbox } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            show(&client.post(&format!("/api/v1/sandboxes/{id}/stop"), &json!({}))?)?;
+        }
+        SandboxCommand::Delete { sandbox, purge } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            let query = if purge { "?purge=true" } else { "" };
+            client.delete(&format!("/api/v1/sandboxes/{id}{query}"))?;
+            if !json_output {
+                println!("deleted {id}{}", if purge { " and its files" } else { "" });
+            }
+        }
+        SandboxCommand::Exec { sandbox, command } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            let result = client.post(
+                &format!("/api/v1/sandboxes/{id}/exec"),
+                &json!({ "argv": command }),
+            )?;
+            return exec_output(&result, json_output);
+        }
+        SandboxCommand::Logs { sandbox, follow } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            let query = if follow { "?follow=true" } else { "" };
+            let mut logs = client.stream(&format!("/api/v1/sandboxes/{id}/logs{query}"))?;
+            let mut stdout = std::io::stdout().lock();
+            match std::io::copy(&mut logs, &mut stdout) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(e).context("cannot copy the logs"),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Finds the sandbox `wanted` names: by id, else by name.
+fn resolve(client: &Client, wanted: &str) -> anyhow::Result<Value> {
+    let all = client.get("/api/v1/sandboxes")?;
+    let list = all
+        .as_array()
+        .context("the gateway's sandbox list is not a list")?;
+    if let Some(found) = list.iter().find(|s| s["id"] == wanted) {
+        return Ok(found.clone());
+    }
+    let named: Vec<&Value> = list.iter().filter(|s| s["name"] == wanted).collect();
+    match named.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => bail!("no sandbox {wanted:?} (see `corral sandbox list`)"),
+        several => {
+            let ids: Vec<String> = several
+                .iter()
+                .map(|s| format!("{} ({})", text(&s["id"]), text(&s["owner"])))
+                .collect();
+            bail!(
+                "{wanted:?} names several sandboxes: {}; use the id",
+                ids.join(", ")
+            )
+        }
+    }
+}
+
+fn id_of(sandbox: &Value) -> anyhow::Result<String> {
+    sandbox["id"]
+        .as_str()
+        .map(str::to_string)
+        .context("the gateway's answer has no sandbox id")
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".into(),
+        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// Prints one sandbox or a list, as a table or as JSON.
+fn print_sandboxes(value: &Value, json_output: bool) -> anyhow::Result<()> {
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        return Ok(());
+    }
+    let rows: Vec<&Value> = match value {
+        Value::Array(items) => items.iter().collect(),
+        one => vec![one],
+    };
+    if rows.is_empty() {
+        println!("no sandboxes yet: create one with `corral sandbox create NAME`");
+        return Ok(());
+    }
+    let columns = [
+        "id", "name", "state", "profile", "agent", "repo", "branch", "owner",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| columns.iter().map(|c| text(&row[*c])).collect())
+        .collect();
+    let widths: Vec<usize> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            cells
+                .iter()
+                .map(|r| r[i].len())
+                .max()
+                .unwrap_or(0)
+                .max(c.len())
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    let line = |out: &mut std::io::StdoutLock, values: Vec<String>| {
+        let padded: Vec<String> = values
+            .iter()
+            .zip(&widths)
+            .map(|(v, w)| format!("{v:<w$}"))
+            .collect();
+        writeln!(out, "{}", padded.join("  ").trim_end())
+    };
+    line(&mut out, columns.iter().map(|c| c.to_uppercase()).collect())?;
+    for row in cells {
+        line(&mut out, row)?;
+    }
+    Ok(())
+}
+
+/// Prints an exec result: the command's output on stdout and stderr, its status as ours.
+fn exec_output(result: &Value, json_output: bool) -> anyhow::Result<ExitCode> {
+    let code = result["exit_code"]
+        .as_i64()
+        .context("the gateway's exec answer has no exit_code")?;
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        print!("{}", result["stdout"].as_str().unwrap_or_default());
+        eprint!("{}", result["stderr"].as_str().unwrap_or_default());
+    }
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
