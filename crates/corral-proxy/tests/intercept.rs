@@ -88,18 +88,7 @@ impl Proxy {
     ) -> Result<String, String> {
         let (status, stream) = self.connect(&format!("{host}:{port}"));
         assert!(status.contains(" 200"), "CONNECT answered {status}");
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        let connection = rustls::ClientConnection::new(
-            Arc::new(config),
-            ServerName::try_from(host.to_string()).unwrap(),
-        )
-        .unwrap();
-        let mut tls = rustls::StreamOwned::new(connection, stream);
+        let mut tls = tls_client(stream, host, roots);
         tls.write_all(request.as_bytes())
             .map_err(|e| e.to_string())?;
         let mut response = Vec::new();
@@ -159,6 +148,26 @@ impl Proxy {
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     }
+}
+
+/// A TLS client for `host` over `stream`, trusting `roots`.
+fn tls_client(
+    stream: UnixStream,
+    host: &str,
+    roots: rustls::RootCertStore,
+) -> rustls::StreamOwned<rustls::ClientConnection, UnixStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connection = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(host.to_string()).unwrap(),
+    )
+    .unwrap();
+    rustls::StreamOwned::new(connection, stream)
 }
 
 /// A plain HTTP server answering each request with the request head it received.
@@ -527,18 +536,7 @@ fn an_intercepted_response_streams_without_waiting_for_its_end() {
     );
     let (status, stream) = proxy.connect(&format!("localhost:{}", https.port()));
     assert!(status.contains(" 200"), "{status}");
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(proxy.sandbox_roots())
-        .with_no_client_auth();
-    let connection = rustls::ClientConnection::new(
-        Arc::new(config),
-        ServerName::try_from("localhost".to_string()).unwrap(),
-    )
-    .unwrap();
-    let mut tls = rustls::StreamOwned::new(connection, stream);
+    let mut tls = tls_client(stream, "localhost", proxy.sandbox_roots());
     tls.write_all(get("/allowed/stream", "").as_bytes())
         .unwrap();
     let mut seen = Vec::new();

@@ -10,17 +10,14 @@
 //! caller chose, and it is never mounted into the sandbox.
 
 use std::io::{self, Read};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Connections carried at once; more wait in the listen backlog.
-const MAX_CONNECTIONS: usize = 256;
+use crate::relay;
 
 /// Time a client has to name the port.
 const PORT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,27 +43,8 @@ pub fn bind(path: &Path) -> io::Result<OwnedFd> {
 /// the sandbox's loopback. Called by the supervisor inside the sandbox's network namespace.
 pub fn serve(listener: OwnedFd) -> io::Result<()> {
     let listener = UnixListener::from(listener);
-    let active = Arc::new(AtomicUsize::new(0));
-    std::thread::Builder::new()
-        .name("ingress".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    continue;
-                }
-                active.fetch_add(1, Ordering::AcqRel);
-                let active = Arc::clone(&active);
-                let spawned = std::thread::Builder::new().spawn(move || {
-                    let _ = carry(stream);
-                    active.fetch_sub(1, Ordering::AcqRel);
-                });
-                if spawned.is_err() {
-                    continue;
-                }
-            }
-        })?;
-    Ok(())
+    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(stream, _)| stream)));
+    relay::serve("ingress", incoming, carry)
 }
 
 /// Reads the port line, connects, and copies bytes both ways until each side ends.
@@ -74,17 +52,7 @@ fn carry(mut client: UnixStream) -> io::Result<()> {
     client.set_read_timeout(Some(PORT_LINE_TIMEOUT))?;
     let port = read_port(&mut client)?;
     client.set_read_timeout(None)?;
-    let upstream = TcpStream::connect(("127.0.0.1", port))?;
-    let (mut client_read, mut upstream_write) = (client.try_clone()?, upstream.try_clone()?);
-    let inbound = std::thread::Builder::new().spawn(move || {
-        let _ = io::copy(&mut client_read, &mut upstream_write);
-        let _ = upstream_write.shutdown(Shutdown::Write);
-    })?;
-    let (mut upstream_read, mut client_write) = (upstream, client);
-    let _ = io::copy(&mut upstream_read, &mut client_write);
-    let _ = client_write.shutdown(Shutdown::Write);
-    let _ = inbound.join();
-    Ok(())
+    relay::both_ways(client, TcpStream::connect(("127.0.0.1", port))?)
 }
 
 /// Reads `PORT\n` one byte at a time (so nothing after the line is consumed).

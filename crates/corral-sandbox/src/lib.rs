@@ -35,6 +35,7 @@ pub mod launch;
 mod mounts;
 pub mod plan;
 pub mod probe;
+mod relay;
 pub mod seccomp;
 mod supervisor;
 mod sys;

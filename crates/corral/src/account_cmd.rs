@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::client::{self, Client, Credentials};
+use crate::table;
 
 /// Arguments of `corral login`.
 #[derive(Args, Debug)]
@@ -74,8 +75,8 @@ pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "added {} ({role}); their token (shown once):\n{}",
-                    text(&created["user"]["email"]),
-                    text(&created["token"]["token"])
+                    table::cell(&created["user"]["email"]),
+                    table::cell(&created["token"]["token"])
                 );
             }
         }
@@ -132,9 +133,9 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
             } else {
                 println!(
                     "token {} ({}), shown once:\n{}",
-                    text(&created["id"]),
-                    text(&created["name"]),
-                    text(&created["token"])
+                    table::cell(&created["id"]),
+                    table::cell(&created["name"]),
+                    table::cell(&created["token"])
                 );
             }
         }
@@ -150,14 +151,6 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    }
-}
-
 fn print_rows(value: &Value, columns: &[&str], json_output: bool) -> anyhow::Result<()> {
     if json_output {
         println!("{}", serde_json::to_string_pretty(value)?);
@@ -166,38 +159,6 @@ fn print_rows(value: &Value, columns: &[&str], json_output: bool) -> anyhow::Res
     let rows = value
         .as_array()
         .context("the gateway's answer is not a list")?;
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| columns.iter().map(|c| text(&row[*c])).collect())
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
-        .collect();
-    let render = |values: Vec<String>| {
-        values
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    println!(
-        "{}",
-        render(columns.iter().map(|c| c.to_uppercase()).collect())
-    );
-    for row in cells {
-        println!("{}", render(row));
-    }
+    table::print(columns, &rows.iter().collect::<Vec<_>>());
     Ok(())
 }

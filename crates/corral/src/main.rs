@@ -11,6 +11,7 @@ mod egress;
 mod policy_cmd;
 mod run_cmd;
 mod sandbox_cmd;
+mod table;
 mod up_cmd;
 
 use std::process::ExitCode;

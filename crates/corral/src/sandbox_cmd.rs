@@ -1,7 +1,6 @@
 //! `corral sandbox ...`: the gateway's sandboxes from the command line. Tables for people,
 //! `--json` for scripts; a sandbox is named by its id or its name.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
@@ -9,6 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::client::Client;
+use crate::table;
 
 /// Arguments of `corral sandbox`.
 #[derive(Args, Debug)]
@@ -170,7 +170,7 @@ fn resolve(client: &Client, wanted: &str) -> anyhow::Result<Value> {
         several => {
             let ids: Vec<String> = several
                 .iter()
-                .map(|s| format!("{} ({})", text(&s["id"]), text(&s["owner"])))
+                .map(|s| format!("{} ({})", table::cell(&s["id"]), table::cell(&s["owner"])))
                 .collect();
             bail!(
                 "{wanted:?} names several sandboxes: {}; use the id",
@@ -187,16 +187,6 @@ fn id_of(sandbox: &Value) -> anyhow::Result<String> {
         .context("the gateway's answer has no sandbox id")
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        Value::Array(items) if items.is_empty() => "-".into(),
-        Value::Array(items) => items.iter().map(text).collect::<Vec<_>>().join(","),
-        other => other.to_string(),
-    }
-}
-
 /// Prints one sandbox or a list, as a table or as JSON.
 fn print_sandboxes(value: &Value, json_output: bool) -> anyhow::Result<()> {
     if json_output {
@@ -211,38 +201,12 @@ fn print_sandboxes(value: &Value, json_output: bool) -> anyhow::Result<()> {
         println!("no sandboxes yet: create one with `corral sandbox create NAME`");
         return Ok(());
     }
-    let columns = [
-        "id", "name", "state", "profile", "agent", "repo", "branch", "owner",
-    ];
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|row| columns.iter().map(|c| text(&row[*c])).collect())
-        .collect();
-    let widths: Vec<usize> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            cells
-                .iter()
-                .map(|r| r[i].len())
-                .max()
-                .unwrap_or(0)
-                .max(c.len())
-        })
-        .collect();
-    let mut out = std::io::stdout().lock();
-    let line = |out: &mut std::io::StdoutLock, values: Vec<String>| {
-        let padded: Vec<String> = values
-            .iter()
-            .zip(&widths)
-            .map(|(v, w)| format!("{v:<w$}"))
-            .collect();
-        writeln!(out, "{}", padded.join("  ").trim_end())
-    };
-    line(&mut out, columns.iter().map(|c| c.to_uppercase()).collect())?;
-    for row in cells {
-        line(&mut out, row)?;
-    }
+    table::print(
+        &[
+            "id", "name", "state", "profile", "agent", "repo", "branch", "owner",
+        ],
+        &rows,
+    );
     Ok(())
 }
 
