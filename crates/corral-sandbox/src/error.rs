@@ -25,6 +25,17 @@ pub enum PlanError {
     /// A writable path does not exist.
     #[error("--write path {0} does not exist: create it first")]
     MissingPath(PathBuf),
+    /// The persistent home is not an existing directory.
+    #[error("home {0} is not an existing directory: create it first (mkdir -p)")]
+    HomeMissing(PathBuf),
+    /// A control or ingress socket cannot go where it was asked to.
+    #[error("cannot put a socket at {path}: {reason}")]
+    SocketPlace {
+        /// The socket's path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A profile path is relative.
     #[error(
         "path {0:?} is relative: profile and --read/--write paths must be absolute or start with ~/"

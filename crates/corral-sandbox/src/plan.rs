@@ -239,6 +239,28 @@ const CA_BUNDLE_VARIABLES: &[&str] = &[
     "NODE_EXTRA_CA_CERTS",
 ];
 
+/// A host-side socket must sit in an existing directory outside the workspace: the sandbox
+/// must not reach the sockets that drive it.
+fn check_socket_place(socket: &Path, workspace: &Path) -> Result<(), PlanError> {
+    let fail = |reason| PlanError::SocketPlace {
+        path: socket.to_path_buf(),
+        reason,
+    };
+    let parent = socket
+        .parent()
+        .filter(|p| socket.is_absolute() && p.is_dir())
+        .ok_or_else(|| fail("its directory does not exist"))?;
+    let parent = parent
+        .canonicalize()
+        .map_err(|_| fail("its directory cannot be resolved"))?;
+    if parent.starts_with(workspace) {
+        return Err(fail(
+            "it is inside the workspace, where the sandbox could reach it; put it elsewhere",
+        ));
+    }
+    Ok(())
+}
+
 impl PlanInput {
     /// Validates the input against the host and produces the plan.
     pub fn build(&self) -> Result<SandboxPlan, PlanError> {
@@ -282,7 +304,7 @@ impl PlanInput {
                 .canonicalize()
                 .ok()
                 .filter(|p| p.is_dir())
-                .ok_or_else(|| PlanError::MissingPath(home.clone()))?;
+                .ok_or_else(|| PlanError::HomeMissing(home.clone()))?;
             mounts.push(MountStep::ReadWrite {
                 source: source.clone(),
                 target: identity.home.clone(),
@@ -325,12 +347,7 @@ impl PlanInput {
             None => None,
         };
         for socket in self.ingress_socket.iter().chain(&self.control_socket) {
-            let parent = socket
-                .parent()
-                .filter(|p| socket.is_absolute() && p.is_dir());
-            if parent.is_none() {
-                return Err(PlanError::MissingPath(socket.clone()));
-            }
+            check_socket_place(socket, &workspace)?;
         }
         let mut extra_env = Vec::new();
         if egress_socket.is_some() {

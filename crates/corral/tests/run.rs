@@ -511,7 +511,19 @@ fn the_ingress_socket_reaches_a_server_inside_and_nothing_listens_on_the_host() 
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         ws.write(caller, "index.html", "served from inside the sandbox\n");
-        let socket = ws.path().join("ingress.sock");
+        // A socket inside the workspace would be within the sandbox's reach: refused.
+        let inside = corral(caller)
+            .args(["run", "--ingress-socket", "ingress.sock", "--", "true"])
+            .current_dir(ws.path())
+            .output();
+        assert_eq!(inside.code(), 125, "{caller:?}");
+        assert!(
+            inside.stderr_text().contains("inside the workspace"),
+            "{}",
+            inside.stderr_text()
+        );
+        let sockets = TestDir::new(caller);
+        let socket = sockets.path().join("ingress.sock");
         let mut server = corral(caller)
             .args(["run", "--ingress-socket"])
             .args([&socket])
@@ -573,7 +585,8 @@ fn exec_through_the_control_socket_runs_inside_the_running_sandbox_with_its_rest
 
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
-        let socket = ws.path().join("control.sock");
+        let sockets = TestDir::new(caller);
+        let socket = sockets.path().join("control.sock");
         // The sandbox's own command leaves a mark in its private /tmp, then waits.
         let mut sandbox = corral(caller)
             .args(["run", "--control-socket"])
