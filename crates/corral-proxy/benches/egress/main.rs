@@ -12,25 +12,27 @@
 //! TOML profile naming the upstream addresses. The "corral" rows reach it over its unix
 //! socket; the "corral via bridge" rows add a replica of the sandbox's bridge (TCP on
 //! loopback, then two threads copying to the unix socket with `std::io::copy`), the path a
-//! program inside `corral run` takes. tinyproxy runs as a child process on a loopback port
+//! program inside `corral run` takes. The "bare relay" rows are the floor: a minimal CONNECT
+//! relay on the same kind of runtime, with no HTTP library, policy or audit, so the difference
+//! to corral is corral's own work per connection. tinyproxy runs as a child process on a loopback port
 //! with a generated config; without it its rows are skipped with a message. Clients are
 //! blocking threads with `TCP_NODELAY`.
 
 // A bench binary: nothing here is a public API.
 #![allow(missing_docs)]
 
+mod proxies;
+mod servers;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use corral_policy::{AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
-use corral_proxy::{EgressProxy, ProxyLimits};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use proxies::{Tinyproxy, start_bare_relay, start_bridge, start_corral};
+use servers::start_upstreams;
 
 /// The small response every small request gets.
 const SMALL_BODY: &[u8] = b"hello, world\n";
@@ -70,17 +72,6 @@ impl Settings {
     }
 }
 
-/// The upstream servers' addresses.
-#[derive(Clone, Copy)]
-struct Upstreams {
-    /// Answers one request with `bulk_bytes` of body.
-    bulk: SocketAddr,
-    /// Answers every request with [`SMALL_BODY`], keeping the connection unless asked to close.
-    small: SocketAddr,
-    /// Echoes bytes back.
-    echo: SocketAddr,
-}
-
 /// How a client reaches the upstream.
 #[derive(Clone)]
 enum Via {
@@ -100,6 +91,8 @@ struct Way {
     /// The proxy closes a client connection after each forwarded request without saying so
     /// (tinyproxy's `Connection: close` goes upstream only), so clients open one per request.
     closes_client_connections: bool,
+    /// Forwards absolute-URI requests (the bare relay only tunnels).
+    forwards: bool,
     /// CONNECT names `localhost` (resolved by the proxy per connection) rather than the
     /// address.
     by_name: bool,
@@ -207,231 +200,6 @@ fn read_small_response(reader: &mut BufReader<Conn>) -> std::io::Result<bool> {
     reader.read_exact(&mut body)?;
     assert_eq!(body, SMALL_BODY);
     Ok(keep)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Upstream servers
-
-/// Starts a thread named for profiles (`perf report --sort comm`).
-fn named_thread<F: FnOnce() -> T + Send + 'static, T: Send + 'static>(name: &str, f: F) {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .expect("start a thread");
-}
-
-/// Starts the bulk, small-HTTP and echo servers on one thread's single-threaded runtime.
-fn start_upstreams(bulk_bytes: u64) -> Upstreams {
-    let bind = || {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        listener
-    };
-    let (bulk, small, echo) = (bind(), bind(), bind());
-    let addresses = Upstreams {
-        bulk: bulk.local_addr().unwrap(),
-        small: small.local_addr().unwrap(),
-        echo: echo.local_addr().unwrap(),
-    };
-    named_thread("upstreams", move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let bulk = tokio::net::TcpListener::from_std(bulk).unwrap();
-            let small = tokio::net::TcpListener::from_std(small).unwrap();
-            let echo = tokio::net::TcpListener::from_std(echo).unwrap();
-            tokio::spawn(accept_each(bulk, move |s| serve_bulk(s, bulk_bytes)));
-            tokio::spawn(accept_each(small, serve_small));
-            accept_each(echo, serve_echo).await;
-        });
-    });
-    addresses
-}
-
-async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, serve: F)
-where
-    F: Fn(tokio::net::TcpStream) -> Fut,
-    Fut: Future<Output = std::io::Result<()>> + Send + 'static,
-{
-    while let Ok((stream, _)) = listener.accept().await {
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream));
-    }
-}
-
-/// Reads one request head (no body); `None` at a clean end of the connection.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Option<Vec<u8>>> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    Ok(Some(head))
-}
-
-async fn serve_bulk(mut stream: tokio::net::TcpStream, bytes: u64) -> std::io::Result<()> {
-    if read_head(&mut stream).await?.is_none() {
-        return Ok(());
-    }
-    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\nconnection: close\r\n\r\n");
-    stream.write_all(head.as_bytes()).await?;
-    let chunk = vec![0x5a_u8; BULK_CHUNK];
-    let mut left = bytes;
-    while left > 0 {
-        let n = left.min(BULK_CHUNK as u64) as usize;
-        stream.write_all(&chunk[..n]).await?;
-        left -= n as u64;
-    }
-    stream.shutdown().await
-}
-
-async fn serve_small(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
-    while let Some(head) = read_head(&mut stream).await? {
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        let close = head.contains("connection: close") || head.contains("http/1.0\r\n");
-        let response = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\ncontent-type: text/plain\r\n{}\r\n",
-            SMALL_BODY.len(),
-            if close { "connection: close\r\n" } else { "" }
-        );
-        let mut out = response.into_bytes();
-        out.extend_from_slice(SMALL_BODY);
-        stream.write_all(&out).await?;
-        if close {
-            return stream.shutdown().await;
-        }
-    }
-    Ok(())
-}
-
-async fn serve_echo(mut stream: tokio::net::TcpStream) -> std::io::Result<()> {
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        stream.write_all(&buf[..n]).await?;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The proxies
-
-/// corral's proxy on a unix socket in `dir`, served on its own thread like `corral run` does.
-fn start_corral(dir: &Path, upstreams: Upstreams) -> PathBuf {
-    let socket = dir.join("egress.sock");
-    let profile = format!(
-        "[network]\nallow = [\"{}\", \"{}\", \"{}\", \"localhost:{}\"]\n\
-         allow_private = [\"localhost\"]\n",
-        upstreams.bulk,
-        upstreams.small,
-        upstreams.echo,
-        upstreams.echo.port()
-    );
-    let profile = Profile::from_toml("bench.toml", &profile).unwrap();
-    let policy = Arc::new(PolicyHandle::from_engine(
-        "bench",
-        PolicyEngine::new(profile).unwrap(),
-    ));
-    let audit = Arc::new(AuditLog::open(&dir.join("audit.jsonl")).unwrap());
-    let sandbox = SandboxIdentity {
-        id: "bench".into(),
-        ..SandboxIdentity::default()
-    };
-    let proxy = EgressProxy::new(sandbox, policy, Some(audit), ProxyLimits::default());
-    let listener = EgressProxy::bind(&socket).unwrap();
-    named_thread("corral-proxy", move || proxy.serve_blocking(listener));
-    socket
-}
-
-/// A replica of the sandbox's bridge (`corral-sandbox`'s `bridge::carry`): each TCP
-/// connection copied both ways to the unix socket by two threads.
-fn start_bridge(socket: PathBuf) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    named_thread("bridge", move || {
-        for client in listener.incoming().flatten() {
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                let upstream = UnixStream::connect(&socket).unwrap();
-                let (mut client_read, mut upstream_write) =
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-                let to_proxy = std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut client_read, &mut upstream_write);
-                    let _ = upstream_write.shutdown(Shutdown::Write);
-                });
-                let (mut upstream_read, mut client_write) = (upstream, client);
-                let _ = std::io::copy(&mut upstream_read, &mut client_write);
-                let _ = client_write.shutdown(Shutdown::Write);
-                let _ = to_proxy.join();
-            });
-        }
-    });
-    address
-}
-
-/// tinyproxy on a loopback port, killed on drop.
-struct Tinyproxy {
-    child: Child,
-    address: SocketAddr,
-}
-
-impl Tinyproxy {
-    /// Starts tinyproxy with a generated config in `dir`, or says why not.
-    fn start(dir: &Path, clients: usize) -> Result<Self, String> {
-        let version = Command::new("tinyproxy").arg("-v").output();
-        let version = match version {
-            Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).into_owned(),
-            _ => return Err("tinyproxy is not installed (apt-get install tinyproxy)".into()),
-        };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let config = dir.join("tinyproxy.conf");
-        // No ConnectPort line: CONNECT to any port. MaxClients above the client threads.
-        let text = format!(
-            "Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients {}\nAllow 127.0.0.1\n\
-             LogLevel Critical\nLogFile \"{}\"\nPidFile \"{}\"\n",
-            clients.max(16) * 4,
-            dir.join("tinyproxy.log").display(),
-            dir.join("tinyproxy.pid").display(),
-        );
-        std::fs::write(&config, text).map_err(|e| e.to_string())?;
-        let child = Command::new("tinyproxy")
-            .arg("-d")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start tinyproxy: {e}"))?;
-        let address: SocketAddr = ([127, 0, 0, 1], port).into();
-        let proxy = Self { child, address };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect(address).is_err() {
-            if Instant::now() > deadline {
-                return Err("tinyproxy did not start listening within 5 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} on {address}", version.trim());
-        Ok(proxy)
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,6 +348,7 @@ fn main() {
     let upstreams = start_upstreams(settings.bulk_bytes);
     let corral_socket = start_corral(dir.path(), upstreams);
     let bridge = start_bridge(corral_socket.clone());
+    let bare = start_bare_relay(dir.path());
     let tinyproxy = match Tinyproxy::start(dir.path(), settings.clients) {
         Ok(proxy) => Some(proxy),
         Err(why) => {
@@ -592,19 +361,29 @@ fn main() {
         via: Via::Direct,
         closes_client_connections: false,
         by_name: false,
+        forwards: true,
     };
     let mut proxies = vec![
+        Way {
+            name: "bare relay (floor)",
+            via: Via::Unix(bare),
+            closes_client_connections: false,
+            by_name: false,
+            forwards: false,
+        },
         Way {
             name: "corral",
             via: Via::Unix(corral_socket),
             closes_client_connections: false,
             by_name: false,
+            forwards: true,
         },
         Way {
             name: "corral via bridge",
             via: Via::Tcp(bridge),
             closes_client_connections: false,
             by_name: false,
+            forwards: true,
         },
     ];
     if let Some(proxy) = &tinyproxy {
@@ -613,6 +392,7 @@ fn main() {
             via: Via::Tcp(proxy.address),
             closes_client_connections: true,
             by_name: false,
+            forwards: true,
         });
     }
     let ways: Vec<Way> = std::iter::once(direct.clone())
@@ -671,7 +451,9 @@ fn main() {
         (direct.clone(), Mode::NewConnection),
     ];
     for way in &proxies {
-        plan.push((way.clone(), Mode::Forward));
+        if way.forwards {
+            plan.push((way.clone(), Mode::Forward));
+        }
         plan.push((way.clone(), Mode::ConnectPerRequest));
     }
     for (way, mode) in plan {
