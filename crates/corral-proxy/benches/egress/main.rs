@@ -44,7 +44,7 @@ const BULK_CHUNK: usize = 256 * 1024;
 struct Settings {
     /// Bytes in the bulk download (`EGRESS_BENCH_BYTES`, default 1 GiB).
     bulk_bytes: u64,
-    /// Downloads per way; the median is reported (`EGRESS_BENCH_ROUNDS`, default 3).
+    /// Downloads per way; the median is reported (`EGRESS_BENCH_ROUNDS`, default 5).
     bulk_rounds: usize,
     /// Seconds of small requests per way and mode (`EGRESS_BENCH_SECONDS`, default 3).
     request_seconds: f64,
@@ -64,7 +64,7 @@ impl Settings {
         }
         Self {
             bulk_bytes: var("EGRESS_BENCH_BYTES", 1 << 30),
-            bulk_rounds: var("EGRESS_BENCH_ROUNDS", 3),
+            bulk_rounds: var("EGRESS_BENCH_ROUNDS", 5),
             request_seconds: var("EGRESS_BENCH_SECONDS", 3.0),
             clients: var("EGRESS_BENCH_CLIENTS", 4),
             latency_samples: var("EGRESS_BENCH_SAMPLES", 5000),
