@@ -215,6 +215,43 @@ fn a_connect_tunnel_carries_bytes_both_ways() {
     assert_eq!(&echoed, b"SSH-2.0-test\r\nping\n");
 }
 
+#[test]
+fn a_connect_tunnel_carries_megabytes_unchanged_and_passes_on_the_close() {
+    let port = echo_tcp_server();
+    let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
+    let mut stream = proxy.connect();
+    write!(
+        stream,
+        "CONNECT 127.0.0.1:{port} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+    }
+    // More than any copy buffer, in odd-sized writes, so data crosses buffer boundaries.
+    let sent: Vec<u8> = (0..16 * 1024 * 1024 + 7)
+        .map(|i: usize| (i % 251) as u8)
+        .collect();
+    let writer = {
+        let sent = sent.clone();
+        let mut stream = stream.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for chunk in sent.chunks(100_003) {
+                stream.write_all(chunk).unwrap();
+            }
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    let mut echoed = Vec::new();
+    reader.read_to_end(&mut echoed).unwrap();
+    writer.join().unwrap();
+    assert_eq!(echoed.len(), sent.len());
+    assert!(echoed == sent, "the tunnel changed the bytes");
+}
+
 fn client_hello(server_name: &str) -> Vec<u8> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
