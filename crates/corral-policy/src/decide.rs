@@ -57,7 +57,7 @@ pub struct SandboxIdentity {
 }
 
 /// What a sandbox wants to do, with the resource it wants to do it to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// Open a TCP connection to `host:port` (`ip`: the address it resolved to).

@@ -1,13 +1,18 @@
 //! The gate: resolve a destination, decide `connect` for each address, record every decision,
 //! and open the connection only to an address that was allowed.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use corral_policy::{
-    Action, AuditEvent, AuditLog, Decision, PolicyHandle, Request, SandboxIdentity,
+    Action, AuditEvent, AuditLog, Decision, PolicyEngine, PolicyHandle, Request, SandboxIdentity,
 };
+
+/// Decisions remembered per policy before the cache starts over (bounds memory for a sandbox
+/// trying many hosts).
+const MAX_CACHED_DECISIONS: usize = 4096;
 use tokio::net::TcpStream;
 
 /// The reason recorded when a tunnel's TLS server name is not the host it was allowed to.
@@ -39,6 +44,18 @@ pub struct Gate {
     policy: Arc<PolicyHandle>,
     audit: Option<Arc<AuditLog>>,
     connect_timeout: Duration,
+    cache: Mutex<DecisionCache>,
+}
+
+/// Decisions already made under one policy. The sandbox's identity is fixed and Cedar is
+/// deterministic, so the same action under the same policy gets the same answer; a new
+/// policy (a reloaded profile) starts the cache over. Every use is still recorded.
+#[derive(Default)]
+struct DecisionCache {
+    /// The policy the entries were made under (kept alive, so it cannot be mistaken for a
+    /// newer one at the same address).
+    engine: Option<Arc<PolicyEngine>>,
+    entries: HashMap<Action, Decision>,
 }
 
 impl Gate {
@@ -54,6 +71,7 @@ impl Gate {
             policy,
             audit,
             connect_timeout,
+            cache: Mutex::new(DecisionCache::default()),
         }
     }
 
@@ -69,8 +87,34 @@ impl Gate {
             action,
         };
         let engine = self.policy.current();
-        let decision = engine.decide(&request);
+        let decision = self.evaluate(&engine, &request);
         self.record(&request, &engine.profile().name, &decision);
+        decision
+    }
+
+    /// `engine`'s decision on `request`, from the cache when it was made before.
+    fn evaluate(&self, engine: &Arc<PolicyEngine>, request: &Request) -> Decision {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if !cache
+            .engine
+            .as_ref()
+            .is_some_and(|e| Arc::ptr_eq(e, engine))
+        {
+            cache.engine = Some(Arc::clone(engine));
+            cache.entries.clear();
+        }
+        if let Some(decision) = cache.entries.get(&request.action) {
+            return decision.clone();
+        }
+        let decision = engine.decide(request);
+        if decision.errors.is_empty() {
+            if cache.entries.len() >= MAX_CACHED_DECISIONS {
+                cache.entries.clear();
+            }
+            cache
+                .entries
+                .insert(request.action.clone(), decision.clone());
+        }
         decision
     }
 
@@ -142,8 +186,12 @@ impl Gate {
             },
         };
         let engine = self.policy.current();
-        let named = engine.decide(&by_name);
-        if !named.allowed {
+        // An address needs no lookup: its own decision below is the only one needed.
+        let named = match host.parse::<IpAddr>() {
+            Ok(_) => None,
+            Err(_) => Some(self.evaluate(&engine, &by_name)),
+        };
+        if let Some(named) = named.filter(|named| !named.allowed) {
             self.record(&by_name, &engine.profile().name, &named);
             return Err(Refusal::Denied {
                 what: format!("connect to {host}:{port}"),

@@ -395,3 +395,36 @@ fn a_non_proxy_request_says_what_to_send() {
         "{response}"
     );
 }
+
+#[test]
+fn a_repeated_request_is_decided_the_same_and_recorded_every_time() {
+    let port = echo_http_server();
+    let proxy = Proxy::start(&format!(
+        "[network]\nallow = [\"localhost:{port}\"]\nallow_private = [\"localhost\"]\n"
+    ));
+    let allowed = format!(
+        "GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let denied =
+        "GET http://denied.example/ HTTP/1.1\r\nHost: denied.example\r\nConnection: close\r\n\r\n";
+    for _ in 0..3 {
+        assert!(proxy.exchange(&allowed).starts_with("HTTP/1.1 200"));
+        assert!(proxy.exchange(denied).starts_with("HTTP/1.1 403"));
+    }
+    let connects: Vec<(String, String)> = proxy
+        .audit()
+        .into_iter()
+        .filter(|e| e.action == "connect")
+        .map(|e| (e.resource, e.decision))
+        .collect();
+    let allowed_count = connects.iter().filter(|(_, d)| d == "allow").count();
+    let denied_count = connects
+        .iter()
+        .filter(|(r, d)| r.starts_with("denied.example") && d == "deny")
+        .count();
+    // One decision per resolved address for each allowed request (localhost may resolve to
+    // more than one), one by name for each denied one: all recorded, none skipped.
+    assert!(allowed_count >= 3, "{connects:?}");
+    assert_eq!(allowed_count % 3, 0, "{connects:?}");
+    assert_eq!(denied_count, 3, "{connects:?}");
+}
