@@ -273,7 +273,8 @@ async fn guard_push(
             {
                 return Ok(Some(commands));
             }
-            if raw.len() > MAX_PUSH_COMMAND_BYTES {
+            // Both sides bounded: a small gzip body can decode to gigabytes.
+            if raw.len().max(decoder.decoded().len()) > MAX_PUSH_COMMAND_BYTES {
                 return Err(Refusal::BadRequest(format!(
                     "git push: the ref updates exceed {MAX_PUSH_COMMAND_BYTES} bytes"
                 )));
@@ -363,8 +364,11 @@ impl PushDecoder {
         use std::io::Write as _;
         match self {
             Self::Identity(buffer) => buffer.extend_from_slice(data),
+            // Flushed after each write: the decoder otherwise keeps the last output it
+            // produced, and a push that fits in one frame would never show its flush-pkt.
             Self::Gzip(decoder) => decoder
                 .write_all(data)
+                .and_then(|()| decoder.flush())
                 .map_err(|e| Refusal::BadRequest(format!("git push: bad gzip body: {e}")))?,
         }
         Ok(())
