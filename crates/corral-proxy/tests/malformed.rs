@@ -348,7 +348,7 @@ fn malformed_push_bodies_are_refused_before_any_upstream() {
     }
 }
 
-/// A well-formed push is decided ref by ref even when gzipped; the refused one gets a
+/// A well-formed push is decided ref by ref, gzipped or in tiny chunks; the refused one gets a
 /// receive-pack report, the allowed one goes on to the connect decision (denied here).
 #[test]
 fn well_formed_pushes_are_decided_plain_and_gzipped() {
@@ -375,6 +375,21 @@ fn well_formed_pushes_are_decided_plain_and_gzipped() {
         assert_eq!(status_line(&output), "HTTP/1.1 200 OK", "{text}");
         assert!(text.contains("ng refs/heads/main corral: "), "{text}");
     }
+    // Sent one byte per chunk: the guard reads on until the flush-pkt arrives.
+    let mut chunked = b"POST http://git.example/acme/app.git/git-receive-pack HTTP/1.1\r\n\
+        Host: git.example\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    for byte in &main {
+        chunked.extend_from_slice(b"1\r\n");
+        chunked.push(*byte);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let output = run(exchange(&PROXY, &chunked, Then::KeepOpen));
+    let text = String::from_utf8_lossy(&output);
+    assert_eq!(status_line(&output), "HTTP/1.1 200 OK", "{text}");
+    assert!(text.contains("ng refs/heads/main corral: "), "{text}");
+
     for (body, headers) in [(ai.clone(), ""), (gzip(&ai), "Content-Encoding: gzip\r\n")] {
         let output = run(exchange(
             &PROXY,
