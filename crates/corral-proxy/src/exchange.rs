@@ -266,20 +266,34 @@ async fn guard_push(
 ) -> Result<Guarded, Refusal> {
     let mut decoder = PushDecoder::for_encoding(headers.get(CONTENT_ENCODING))?;
     let mut raw = Vec::new();
+    // The parser starts from the beginning each time, so it runs again only once the decoded
+    // bytes have doubled (or the body ended, or hit the bound): a push sent in tiny frames
+    // costs linear time, not quadratic.
+    let mut parse_at = 0;
+    let mut ended = false;
     let read = tokio::time::timeout(PUSH_COMMANDS_TIMEOUT, async {
         loop {
-            if let Some(commands) = git_receive_pack::parse_commands(decoder.decoded())
-                .map_err(|e| Refusal::BadRequest(format!("git push: {e}")))?
-            {
-                return Ok(Some(commands));
-            }
-            if raw.len() > MAX_PUSH_COMMAND_BYTES {
-                return Err(Refusal::BadRequest(format!(
-                    "git push: the ref updates exceed {MAX_PUSH_COMMAND_BYTES} bytes"
-                )));
+            let decoded = decoder.decoded();
+            // Both sides bounded: a small gzip body can decode to gigabytes.
+            let over = raw.len().max(decoded.len()) > MAX_PUSH_COMMAND_BYTES;
+            if ended || over || decoded.len() >= parse_at {
+                if let Some(commands) = git_receive_pack::parse_commands(decoded)
+                    .map_err(|e| Refusal::BadRequest(format!("git push: {e}")))?
+                {
+                    return Ok(Some(commands));
+                }
+                if over {
+                    return Err(Refusal::BadRequest(format!(
+                        "git push: the ref updates exceed {MAX_PUSH_COMMAND_BYTES} bytes"
+                    )));
+                }
+                if ended {
+                    return Ok(None);
+                }
+                parse_at = decoded.len().saturating_mul(2).max(4);
             }
             match body.frame().await {
-                None => return Ok(None),
+                None => ended = true,
                 Some(Err(e)) => return Err(Refusal::BadRequest(format!("git push: {e}"))),
                 Some(Ok(frame)) => {
                     if let Some(data) = frame.data_ref() {
@@ -363,8 +377,11 @@ impl PushDecoder {
         use std::io::Write as _;
         match self {
             Self::Identity(buffer) => buffer.extend_from_slice(data),
+            // Flushed after each write: the decoder otherwise keeps the last output it
+            // produced, and a push that fits in one frame would never show its flush-pkt.
             Self::Gzip(decoder) => decoder
                 .write_all(data)
+                .and_then(|()| decoder.flush())
                 .map_err(|e| Refusal::BadRequest(format!("git push: bad gzip body: {e}")))?,
         }
         Ok(())

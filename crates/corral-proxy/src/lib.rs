@@ -199,6 +199,8 @@ impl EgressProxy {
             .timer(TokioTimer::new())
             .header_read_timeout(limits.head_timeout)
             .max_buf_size(limits.max_head_bytes.max(8192))
+            // The read buffer cannot be smaller than 8 KiB; this bounds the head exactly.
+            .max_header_size(limits.max_head_bytes)
             .max_headers(limits.max_headers)
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service)
