@@ -1,5 +1,6 @@
-//! Running the gateway: bind, open the store, make the first admin, serve until SIGTERM or
-//! SIGINT, then finish the requests in flight and return.
+//! Running the gateway: bind, open the store, make the first admin, adopt the sandboxes that
+//! still run, serve until SIGTERM or SIGINT, then finish the requests in flight and return
+//! (leaving the sandboxes running).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
 
 /// Why the gateway could not start or stopped with an error.
@@ -36,6 +38,12 @@ pub enum GatewayError {
     /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
+    /// The path of the running `corral` binary (which starts sandboxes) is unknown.
+    #[error("cannot find the corral binary to start sandboxes with: {0}")]
+    CurrentExe(std::io::Error),
+    /// The runtime could not reconcile the sandboxes recorded as running.
+    #[error("reconciling running sandboxes: {0}")]
+    Reconcile(#[from] RuntimeError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
@@ -103,15 +111,19 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir)?);
     let admin = bootstrap_admin(&store, &config)?;
+    // Sandboxes are `corral run` processes of this very binary.
+    let corral = std::env::current_exe().map_err(GatewayError::CurrentExe)?;
+    let runtime = Arc::new(Runtime::new(store.clone(), &config.data_dir, corral));
+    runtime.reconcile().await?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
     on_ready(&Ready {
         url: format!("http://{addr}"),
         admin,
     });
 
-    let state = AppState::new(Arc::new(store), Arc::new(config));
+    let state = AppState::new(store, Arc::new(config), runtime);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(signals.recv())
