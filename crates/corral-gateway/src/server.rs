@@ -5,6 +5,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -14,6 +15,9 @@ use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
+
+/// How long blocking work (execs, store writes) may still run once the server has stopped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -97,7 +101,11 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayE
         .enable_all()
         .build()
         .map_err(GatewayError::Runtime)?;
-    runtime.block_on(serve(config, on_ready))
+    let result = runtime.block_on(serve(config, on_ready));
+    // An exec still blocked on a command in a sandbox must not hold the exit up (the command
+    // runs on in the sandbox); store writes in flight get a moment to finish.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
 
 async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
@@ -123,10 +131,14 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
         admin,
     });
 
-    let state = AppState::new(store, Arc::new(config), runtime);
+    let state = AppState::new(store, Arc::new(config), runtime.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async move {
+        signals.recv().await;
+        runtime.begin_shutdown();
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(signals.recv())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(GatewayError::Serve)?;
     tracing::info!("gateway stopped");

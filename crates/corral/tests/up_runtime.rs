@@ -332,3 +332,42 @@ fn delete_stops_the_sandbox_and_keeps_its_workspace_unless_purged() {
     );
     assert!(s.workspace(&kept).join("file").exists());
 }
+
+#[test]
+fn sigterm_ends_open_follows_and_execs_and_leaves_the_sandboxes_running() {
+    let s = Setup::new();
+    let id = s.create(&s.admin);
+    assert_eq!(s.act(&s.admin, &id, "start").0, 200);
+    let pids = s.processes();
+    let follow = s.gw.api(&format!("/sandboxes/{id}/logs?follow=true"));
+    let exec = s.gw.api(&format!("/sandboxes/{id}/exec"));
+    let token = s.admin.clone();
+    let follower = std::thread::spawn({
+        let token = token.clone();
+        move || get_text(&follow, &token)
+    });
+    let execer =
+        std::thread::spawn(move || post(&exec, &token, json!({ "argv": ["sleep", "600"] })));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!follower.is_finished() && !execer.is_finished());
+
+    let Setup {
+        gw,
+        _reaper,
+        admin,
+        root,
+    } = s;
+    assert!(gw.terminate().success(), "SIGTERM is a clean exit");
+    assert_eq!(follower.join().unwrap().0, 200);
+    error_message(execer.join().unwrap(), 503);
+    assert!(alive(pids[0]), "the sandbox outlives the gateway");
+
+    let s = Setup {
+        gw: Gateway::start(Path::new(BIN), &root.path().join("data"), &[], &[]),
+        _reaper,
+        admin,
+        root,
+    };
+    assert_eq!(s.state(&id), "running");
+    assert_eq!(s.act(&s.admin, &id, "stop").1["state"], "stopped");
+}

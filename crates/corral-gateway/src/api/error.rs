@@ -22,7 +22,7 @@ pub(super) struct ErrorBody {
 pub(super) struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `invalid_json`, `payload_too_large`, `unsupported_media_type`,
-    /// `method_not_allowed` or `internal`.
+    /// `method_not_allowed`, `unavailable` (shutting down) or `internal`.
     code: &'static str,
     /// A sentence for people saying why.
     message: String,
@@ -86,6 +86,11 @@ impl ApiError {
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
         )
+    }
+
+    /// 503: the gateway is shutting down and cannot finish this request.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     /// 500: a bug or a broken disk. `detail` is logged, never sent.

@@ -31,6 +31,7 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotFound(id) => ApiError::not_found(format!("no sandbox with id {id:?}")),
             RuntimeError::NotRunning(_) => ApiError::conflict(e.to_string()),
             RuntimeError::Exec(_) => ApiError::bad_request(e.to_string()),
+            RuntimeError::ShuttingDown => ApiError::unavailable(e.to_string()),
             RuntimeError::Store(e) => e.into(),
             other => ApiError::internal(&other),
         }
@@ -136,7 +137,7 @@ impl ExecBody {
 
 /// `POST /api/v1/sandboxes/{id}/exec`: runs a command in the running sandbox, under the
 /// sandbox's restrictions, and answers when it ends.
-#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), request_body = ExecBody, responses((status = 200, description = "the command ended", body = ExecResult), (status = 400, description = "malformed request, or the command could not be started", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody), (status = 409, description = "the sandbox is not running", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), request_body = ExecBody, responses((status = 200, description = "the command ended", body = ExecResult), (status = 400, description = "malformed request, or the command could not be started", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody), (status = 409, description = "the sandbox is not running", body = ErrorBody), (status = 503, description = "the gateway is shutting down", body = ErrorBody)))]
 pub(super) async fn exec(
     State(state): State<AppState>,
     caller: Caller,
@@ -153,7 +154,8 @@ pub(super) async fn exec(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LogsQuery {
-    /// Keep the response open and send new output until the sandbox stops.
+    /// Keep the response open and send new output until the sandbox stops (or the gateway
+    /// shuts down).
     #[serde(default)]
     follow: bool,
 }
@@ -189,7 +191,11 @@ pub(super) async fn logs(
                         let next = offset + chunk.len() as u64;
                         return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
                     }
-                    Ok(_) if query.follow && runtime.is_running(&id) => {
+                    Ok(_)
+                        if query.follow
+                            && runtime.is_running(&id)
+                            && !runtime.is_shutting_down() =>
+                    {
                         tokio::time::sleep(FOLLOW_POLL).await;
                     }
                     Ok(_) => return None,

@@ -87,6 +87,9 @@ pub enum RuntimeError {
     /// The gateway could not set up an exec (pipes for its output).
     #[error("cannot set up the exec: {0}")]
     ExecSetup(std::io::Error),
+    /// The gateway is shutting down; the command may still be running in the sandbox.
+    #[error("the gateway is shutting down; the command's result is lost (it may still run)")]
+    ShuttingDown,
     /// A blocking task panicked or was cancelled.
     #[error("runtime task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -142,6 +145,7 @@ pub struct Runtime {
     corral: PathBuf,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     watched: Mutex<HashMap<String, Watched>>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl Runtime {
@@ -155,7 +159,25 @@ impl Runtime {
             corral,
             locks: Mutex::default(),
             watched: Mutex::default(),
+            shutdown: watch::Sender::new(false),
         }
+    }
+
+    /// Tells long requests (followed logs, execs) that the gateway is shutting down, so they
+    /// end instead of holding the shutdown up. The sandboxes keep running.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`Runtime::begin_shutdown`] has been called.
+    pub async fn shutting_down(&self) {
+        let mut shutdown = self.shutdown.subscribe();
+        let _ = shutdown.wait_for(|s| *s).await;
+    }
+
+    /// Whether [`Runtime::begin_shutdown`] has been called.
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     fn paths(&self, id: &str) -> SandboxPaths {
@@ -364,17 +386,20 @@ impl Runtime {
         if !self.is_running(id) {
             return Err(RuntimeError::NotRunning(id.to_owned()));
         }
-        exec::run(self.paths(id).control(), request)
-            .await
-            .map_err(|e| match e {
-                exec::ExecError::Unreachable(e) => {
-                    tracing::info!(sandbox = %id, error = %e, "control socket did not answer");
-                    RuntimeError::NotRunning(id.to_owned())
-                }
-                exec::ExecError::Pipes(e) => RuntimeError::ExecSetup(e),
-                exec::ExecError::Refused(message) => RuntimeError::Exec(message),
-                exec::ExecError::Task(e) => RuntimeError::Task(e),
-            })
+        let run = exec::run(self.paths(id).control(), request);
+        let result = tokio::select! {
+            result = run => result,
+            () = self.shutting_down() => return Err(RuntimeError::ShuttingDown),
+        };
+        result.map_err(|e| match e {
+            exec::ExecError::Unreachable(e) => {
+                tracing::info!(sandbox = %id, error = %e, "control socket did not answer");
+                RuntimeError::NotRunning(id.to_owned())
+            }
+            exec::ExecError::Pipes(e) => RuntimeError::ExecSetup(e),
+            exec::ExecError::Refused(message) => RuntimeError::Exec(message),
+            exec::ExecError::Task(e) => RuntimeError::Task(e),
+        })
     }
 
     /// Waits for our own child and records how it ended.
