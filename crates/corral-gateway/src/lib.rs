@@ -3,8 +3,9 @@
 //! `/api/v1`.
 //!
 //! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
-//! which outlives the gateway and is adopted again when it restarts. Not yet: cloning repo
-//! sessions, attach, file copy, ingress and the idle reaper.
+//! which outlives the gateway and is adopted again when it restarts; a repo session's first
+//! start clones its repo inside the sandbox. Not yet: attach, file copy, ingress and the idle
+//! reaper.
 //!
 //! ```no_run
 //! use corral_gateway::{AdminBootstrap, Config, ConfigLayer};

@@ -31,6 +31,8 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotFound(id) => ApiError::not_found(format!("no sandbox with id {id:?}")),
             RuntimeError::NotRunning(_) => ApiError::conflict(e.to_string()),
             RuntimeError::Exec(_) => ApiError::bad_request(e.to_string()),
+            RuntimeError::UnknownProfile(_) => ApiError::conflict(e.to_string()),
+            RuntimeError::Clone { .. } => ApiError::clone_failed(e.to_string()),
             RuntimeError::ShuttingDown => ApiError::unavailable(e.to_string()),
             RuntimeError::Store(e) => e.into(),
             other => ApiError::internal(&other),
@@ -39,8 +41,9 @@ impl From<RuntimeError> for ApiError {
 }
 
 /// `POST /api/v1/sandboxes/{id}/start`: starts the sandbox (if it is not running) and
-/// answers once it accepts commands, or once it ended (`exited`; its log says why).
-#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/start", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 200, description = "the sandbox after the start: running, or exited if it failed at once", body = SandboxView), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
+/// answers once it accepts commands, or once it ended (`exited`; its log says why). A repo
+/// session's first start also clones the repo into the workspace and checks out the branch.
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/start", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 200, description = "the sandbox after the start: running, or exited if it failed at once", body = SandboxView), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody), (status = 409, description = "its profile is no longer configured", body = ErrorBody), (status = 422, description = "a repo session's repo could not be cloned (the sandbox is stopped again)", body = ErrorBody)))]
 pub(super) async fn start(
     State(state): State<AppState>,
     caller: Caller,

@@ -90,9 +90,11 @@ pub(super) async fn create(
     Json(req): Json<CreateSandbox>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
     let profile = req.profile.unwrap_or_else(|| DEFAULT_PROFILE.into());
-    // Only built-in names: a path here would have the gateway read files a caller chose.
-    if !corral_policy::builtin_names().any(|n| n == profile) {
-        let valid: Vec<_> = corral_policy::builtin_names().collect();
+    // Only names (built-in or configured by the operator): a path here would have the
+    // gateway read files a caller chose.
+    let mut valid: Vec<&str> = corral_policy::builtin_names().collect();
+    valid.extend(state.config.profiles.keys().map(String::as_str));
+    if !valid.contains(&profile.as_str()) {
         return Err(ApiError::bad_request(format!(
             "unknown profile {profile:?}: valid profiles are {}",
             valid.join(", ")

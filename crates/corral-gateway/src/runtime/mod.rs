@@ -13,10 +13,11 @@
 //! One lock per sandbox orders start, stop and delete, so two starts never make two
 //! processes.
 
+mod clone;
 mod exec;
 mod process;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use tokio::sync::watch;
 
 pub use exec::{ExecOutput, MAX_OUTPUT};
 
+use crate::config::Config;
 use crate::store::{ProcessId, Sandbox, Store, StoreError};
 
 /// The `state` of a sandbox whose process runs.
@@ -90,6 +92,17 @@ pub enum RuntimeError {
     /// The gateway is shutting down; the command may still be running in the sandbox.
     #[error("the gateway is shutting down; the command's result is lost (it may still run)")]
     ShuttingDown,
+    /// The sandbox's profile is neither built in nor configured (any more).
+    #[error("profile {0:?} is not configured on this gateway (any more)")]
+    UnknownProfile(String),
+    /// The repo session's repo could not be cloned; the sandbox was stopped again.
+    #[error("cannot clone {repo}: {output}")]
+    Clone {
+        /// The repo.
+        repo: String,
+        /// The end of git's error output.
+        output: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("runtime task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -140,6 +153,7 @@ struct Watched {
 /// Starts, stops and watches sandbox processes. Shared by the API handlers.
 pub struct Runtime {
     store: Arc<Store>,
+    profiles: BTreeMap<String, PathBuf>,
     sandboxes_dir: PathBuf,
     ca_dir: PathBuf,
     corral: PathBuf,
@@ -149,11 +163,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime keeping sandboxes under `data_dir/sandboxes` and starting them with the
-    /// `corral` binary at `corral`.
-    pub fn new(store: Arc<Store>, data_dir: &Path, corral: PathBuf) -> Self {
+    /// A runtime keeping sandboxes under `config.data_dir/sandboxes`, with the configured
+    /// extra profiles, starting them with the `corral` binary at `corral`.
+    pub fn new(store: Arc<Store>, config: &Config, corral: PathBuf) -> Self {
+        let data_dir = &config.data_dir;
         Self {
             store,
+            profiles: config.profiles.clone(),
             sandboxes_dir: data_dir.join("sandboxes"),
             ca_dir: data_dir.join("ca"),
             corral,
@@ -266,11 +282,18 @@ impl Runtime {
         }
         let paths = self.paths(id);
         let log = prepare_files(&paths)?;
+        let profile = match self.profiles.get(&sandbox.profile) {
+            Some(file) => ["--policy".as_ref(), file.as_os_str()],
+            None if corral_policy::builtin_names().any(|b| b == sandbox.profile) => {
+                ["--profile".as_ref(), sandbox.profile.as_ref()]
+            }
+            None => return Err(RuntimeError::UnknownProfile(sandbox.profile.clone())),
+        };
+        let first_start = sandbox.repo.is_some() && !paths.workspace().join(".git").exists();
         let mut command = tokio::process::Command::new(&self.corral);
         command
             .arg("run")
-            .arg("--profile")
-            .arg(&sandbox.profile)
+            .args(profile)
             .arg("--workspace")
             .arg(paths.workspace())
             .arg("--home")
@@ -322,7 +345,41 @@ impl Runtime {
         tracing::info!(sandbox = %id, pid, "sandbox started");
         let ended = self.watch_child(id.to_owned(), process, child);
         wait_until_ready(&paths.control(), ended).await;
+        if let (true, Some(repo)) = (first_start, &sandbox.repo) {
+            let branch = sandbox.branch.as_deref().unwrap_or("main");
+            if let Err(e) = self.clone_repo(id, repo, branch).await {
+                // A repo session without its repo is not what was asked for.
+                self.stop_locked(id).await?;
+                return Err(e);
+            }
+        }
         self.record(id).await
+    }
+
+    /// Clones `repo` into the running sandbox's workspace and checks out `branch` (created
+    /// if the remote has no such branch). git runs inside the sandbox, so the clone goes
+    /// through its egress proxy under its policy. git's output is added to the agent log.
+    async fn clone_repo(&self, id: &str, repo: &str, branch: &str) -> Result<(), RuntimeError> {
+        let output = self.exec(id, clone::request(repo, branch)).await?;
+        let log = self.paths(id).log();
+        let mut text = output.stdout.clone();
+        text.extend_from_slice(&output.stderr);
+        let appended = OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &text));
+        if let Err(source) = appended {
+            tracing::warn!(sandbox = %id, error = %source, "cannot add the clone's output to the log");
+        }
+        if output.exit_code == 0 {
+            tracing::info!(sandbox = %id, "repo cloned");
+            Ok(())
+        } else {
+            Err(RuntimeError::Clone {
+                repo: repo.to_owned(),
+                output: clone::last_lines(&output.stderr),
+            })
+        }
     }
 
     /// Stops the sandbox if it runs (SIGTERM, then SIGKILL to its process group after
