@@ -371,3 +371,44 @@ fn sigterm_ends_open_follows_and_execs_and_leaves_the_sandboxes_running() {
     assert_eq!(s.state(&id), "running");
     assert_eq!(s.act(&s.admin, &id, "stop").1["state"], "stopped");
 }
+
+/// Runs `sql` on the gateway's store (while the gateway is down), standing in for a crash at
+/// a point no test can hit on purpose.
+fn edit_store(data: &Path, sql: &str) {
+    let conn = rusqlite::Connection::open(data.join("corral.db")).unwrap();
+    conn.execute_batch(sql).unwrap();
+}
+
+#[test]
+fn a_sandbox_started_but_never_recorded_is_adopted_and_one_without_a_record_is_killed() {
+    let s = Setup::new();
+    let unrecorded = s.create(&s.admin);
+    let deleted = s.create(&s.admin);
+    for id in [&unrecorded, &deleted] {
+        assert_eq!(s.act(&s.admin, id, "start").0, 200);
+    }
+    let before = s.processes();
+    assert_eq!(before.len(), 2);
+    // As if the gateway died after starting `unrecorded` but before recording it, and
+    // `deleted` lost its record.
+    let s = s.kill_and_restart(|data| {
+        edit_store(
+            data,
+            &format!(
+                "UPDATE sandboxes SET state = 'stopped', pid = NULL, start_time = NULL \
+                 WHERE id = '{unrecorded}'; DELETE FROM sandboxes WHERE id = '{deleted}';"
+            ),
+        );
+    });
+    assert_eq!(s.state(&unrecorded), "running");
+    assert_eq!(
+        s.exec(&s.admin, &unrecorded, "echo adopted").1["stdout"],
+        "adopted\n"
+    );
+    wait_until("only the recorded sandbox runs", || {
+        s.processes().len() == 1
+    });
+    assert!(before.contains(&s.processes()[0]));
+    assert_eq!(s.act(&s.admin, &unrecorded, "stop").1["state"], "stopped");
+    wait_until("no sandbox runs", || s.processes().is_empty());
+}

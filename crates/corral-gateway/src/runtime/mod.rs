@@ -245,8 +245,39 @@ impl Runtime {
     }
 
     /// Adopts every sandbox the store says is running whose process still runs, and marks
-    /// the others `exited` (exit code unknown). Call once, before serving.
+    /// the others `exited` (exit code unknown); then adopts sandbox processes the store does
+    /// not know (a gateway killed between starting one and recording it) and kills those
+    /// whose sandbox no longer exists. Call once, before serving.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), RuntimeError> {
+        self.reconcile_recorded().await?;
+        self.reconcile_unrecorded().await
+    }
+
+    async fn reconcile_unrecorded(self: &Arc<Self>) -> Result<(), RuntimeError> {
+        for (id, process) in process::launchers_under(&self.sandboxes_dir) {
+            let watched = self.watched_lock().get(&id).map(|w| w.process);
+            let adopted = match watched {
+                Some(known) if known == process => continue,
+                // A second process for one sandbox.
+                Some(_) => false,
+                None => {
+                    let target = id.clone();
+                    self.db(move |s| s.mark_running(&target, process)).await?
+                }
+            };
+            if adopted {
+                tracing::info!(sandbox = %id, pid = process.pid, "unrecorded sandbox adopted");
+                self.watch_adopted(id, process);
+            } else {
+                // A duplicate, or a sandbox whose record is gone: it must not run on unseen.
+                tracing::warn!(sandbox = %id, pid = process.pid, "killing a sandbox process with no record");
+                process::signal_group(process, Signal::SIGKILL);
+            }
+        }
+        Ok(())
+    }
+
+    async fn reconcile_recorded(self: &Arc<Self>) -> Result<(), RuntimeError> {
         for sandbox in self.db(Store::running_sandboxes).await? {
             let paths = self.paths(&sandbox.id);
             let adopted = sandbox
@@ -510,19 +541,23 @@ impl Runtime {
             } else {
                 (EXITED, code)
             };
+            // Sockets a killed `corral run` left go while this process still counts as
+            // running, so no new start can have made new ones yet. Then it is forgotten, so a
+            // start from now on starts anew; the record only changes if it is still about
+            // this process.
             runtime.paths(&id).remove_stale_sockets();
+            {
+                let mut watched = runtime.watched_lock();
+                if watched.get(&id).is_some_and(|w| w.process == process) {
+                    watched.remove(&id);
+                }
+            }
             let target = id.clone();
             if let Err(e) = runtime
                 .db(move |s| s.mark_ended(&target, process, state, code))
                 .await
             {
                 tracing::error!(sandbox = %id, error = %e, "cannot record the sandbox's end");
-            }
-            {
-                let mut watched = runtime.watched_lock();
-                if watched.get(&id).is_some_and(|w| w.process == process) {
-                    watched.remove(&id);
-                }
             }
             tracing::info!(sandbox = %id, state, code, "sandbox ended");
             let _ = ended_tx.send(true);
