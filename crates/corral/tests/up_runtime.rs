@@ -412,3 +412,48 @@ fn a_sandbox_started_but_never_recorded_is_adopted_and_one_without_a_record_is_k
     assert_eq!(s.act(&s.admin, &unrecorded, "stop").1["state"], "stopped");
     wait_until("no sandbox runs", || s.processes().is_empty());
 }
+
+#[test]
+fn concurrent_starts_make_one_sandbox_process() {
+    let s = Setup::new();
+    let id = s.create(&s.admin);
+    let states: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| s.act(&s.admin, &id, "start")))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        states
+            .iter()
+            .all(|(status, body)| *status == 200 && body["state"] == "running"),
+        "{states:?}"
+    );
+    assert_eq!(s.processes().len(), 1);
+    assert_eq!(s.act(&s.admin, &id, "stop").1["state"], "stopped");
+}
+
+#[test]
+fn a_gateway_killed_during_an_exec_restarts_with_the_sandbox_and_its_workspace() {
+    let s = Setup::new();
+    let id = s.create(&s.admin);
+    assert_eq!(s.act(&s.admin, &id, "start").0, 200);
+    let exec = s.gw.api(&format!("/sandboxes/{id}/exec"));
+    let token = s.admin.clone();
+    let script = "echo before > /workspace/f; sleep 600";
+    // The client sees the connection drop when the gateway dies: a panic in this thread.
+    let pending =
+        std::thread::spawn(move || post(&exec, &token, json!({ "argv": ["sh", "-c", script] })));
+    let file = s.workspace(&id).join("f");
+    wait_until("the exec has begun", || file.exists());
+    let pids = s.processes();
+    let s = s.kill_and_restart(|_| {});
+    assert!(pending.join().is_err(), "the exec's connection dropped");
+    assert_eq!(s.state(&id), "running");
+    assert_eq!(s.processes(), pids);
+    assert_eq!(
+        s.exec(&s.admin, &id, "cat /workspace/f").1["stdout"],
+        "before\n"
+    );
+    assert_eq!(s.act(&s.admin, &id, "stop").1["state"], "stopped");
+}
