@@ -378,10 +378,15 @@ impl Runtime {
         wait_until_ready(&paths.control(), ended).await;
         if let (true, Some(repo)) = (first_start, &sandbox.repo) {
             let branch = sandbox.branch.as_deref().unwrap_or("main");
-            if let Err(e) = self.clone_repo(id, repo, branch).await {
-                // A repo session without its repo is not what was asked for.
-                self.stop_locked(id).await?;
-                return Err(e);
+            match self.clone_repo(id, repo, branch).await {
+                Ok(()) => {}
+                // The sandbox ended by itself before it could clone: its record says so.
+                Err(RuntimeError::NotRunning(_)) => {}
+                Err(e) => {
+                    // A repo session without its repo is not what was asked for.
+                    self.stop_locked(id).await?;
+                    return Err(e);
+                }
             }
         }
         self.record(id).await
