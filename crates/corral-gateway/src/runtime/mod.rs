@@ -452,7 +452,13 @@ impl Runtime {
         self.stop_locked(id).await?;
         let target = id.to_owned();
         let deleted = self.db(move |s| s.delete_sandbox(&target)).await?;
-        if purge {
+        // Ids are made by the gateway (hex), but a purge must never reach outside the
+        // sandboxes directory whatever the store holds.
+        let one_component = matches!(
+            Path::new(id).components().collect::<Vec<_>>()[..],
+            [std::path::Component::Normal(_)]
+        );
+        if purge && one_component {
             let dir = self.paths(id).dir;
             // remove_dir_all does not follow symlinks: a link the sandbox planted in its
             // workspace is removed, not what it points to.
