@@ -464,3 +464,32 @@ fn a_gateway_killed_during_an_exec_restarts_with_the_sandbox_and_its_workspace()
     );
     assert_eq!(s.act(&s.admin, &id, "stop").1["state"], "stopped");
 }
+
+#[test]
+fn a_stop_the_killed_gateway_began_is_finished_after_it_restarts() {
+    let s = Setup::new();
+    let still_running = s.create(&s.admin);
+    let already_gone = s.create(&s.admin);
+    for id in [&still_running, &already_gone] {
+        assert_eq!(s.act(&s.admin, id, "start").0, 200);
+    }
+    let gone_pid = s.processes().into_iter().find(|pid| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(already_gone.as_str()))
+    });
+    // As if the gateway died right after recording both stops: one sandbox had already
+    // ended, the other had not.
+    let s = s.kill_and_restart(|data| {
+        edit_store(data, "UPDATE sandboxes SET state = 'stopping';");
+        let killed = std::process::Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", gone_pid.unwrap())])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    });
+    assert_eq!(s.state(&already_gone), "stopped");
+    wait_until("the begun stop is finished", || {
+        s.state(&still_running) == "stopped"
+    });
+    wait_until("no sandbox runs", || s.processes().is_empty());
+}

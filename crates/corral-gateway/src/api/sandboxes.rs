@@ -42,7 +42,7 @@ pub(super) struct SandboxView {
     branch: Option<String>,
     agent: String,
     ports: Vec<u16>,
-    /// `stopped`, `running` or `exited`.
+    /// `stopped`, `running`, `stopping` or `exited`.
     state: String,
     /// How the last run ended by itself (null while running, after a stop, or if unknown).
     exit_code: Option<i32>,

@@ -38,6 +38,8 @@ use crate::store::{ProcessId, Sandbox, Store, StoreError};
 pub const RUNNING: &str = "running";
 /// The `state` of a sandbox stopped on request (or never started).
 pub const STOPPED: &str = "stopped";
+/// The `state` of a sandbox being stopped: its process has been asked to end.
+pub const STOPPING: &str = "stopping";
 /// The `state` of a sandbox whose process ended by itself.
 pub const EXITED: &str = "exited";
 
@@ -283,16 +285,28 @@ impl Runtime {
             let adopted = sandbox
                 .process
                 .filter(|p| process::is_sandbox_process(*p, &paths.control()));
+            let stopping = sandbox.state == STOPPING;
             match adopted {
                 Some(process) => {
                     tracing::info!(sandbox = %sandbox.id, pid = process.pid, "sandbox adopted");
                     self.watch_adopted(sandbox.id.clone(), process);
+                    if stopping {
+                        // A stop the previous gateway began: finish it, without holding up
+                        // the start.
+                        let (runtime, id) = (self.clone(), sandbox.id.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = runtime.stop(&id).await {
+                                tracing::error!(sandbox = %id, error = %e, "cannot finish the stop");
+                            }
+                        });
+                    }
                 }
                 None => {
                     paths.remove_stale_sockets();
                     if let Some(process) = sandbox.process {
                         let id = sandbox.id.clone();
-                        self.db(move |s| s.mark_ended(&id, process, EXITED, None))
+                        let state = if stopping { STOPPED } else { EXITED };
+                        self.db(move |s| s.mark_ended(&id, process, state, None))
                             .await?;
                     }
                     tracing::info!(sandbox = %sandbox.id, "sandbox ended while the gateway was down");
@@ -431,6 +445,9 @@ impl Runtime {
             return Ok(());
         };
         watched.stopping.store(true, Ordering::SeqCst);
+        // Recorded first, so a gateway that dies during the stop finishes it on restart.
+        let (target, process) = (id.to_owned(), watched.process);
+        self.db(move |s| s.mark_stopping(&target, process)).await?;
         // corral run relays SIGTERM to the sandbox's command and ends with it.
         process::signal(watched.process, Signal::SIGTERM);
         let mut ended = watched.ended.clone();

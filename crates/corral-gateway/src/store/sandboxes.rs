@@ -1,6 +1,6 @@
 //! Sandbox records: what a user asked for (profile, repo, branch, agent, ports) and the state
-//! the gateway last knew: `stopped`, `running` (with the process that runs it) or `exited`
-//! (with its exit code, when known).
+//! the gateway last knew: `stopped`, `running` or `stopping` (with the process that runs it)
+//! or `exited` (with its exit code, when known).
 
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -48,9 +48,9 @@ pub struct Sandbox {
     pub agent: String,
     /// Ports the agent serves.
     pub ports: Vec<u16>,
-    /// Last known state: `stopped`, `running` or `exited`.
+    /// Last known state: `stopped`, `running`, `stopping` or `exited`.
     pub state: String,
-    /// The `corral run` process, while `running`.
+    /// The `corral run` process, while `running` or `stopping`.
     pub process: Option<ProcessId>,
     /// How the last run ended, when it ended by itself and the gateway saw it.
     pub exit_code: Option<i32>,
@@ -189,11 +189,13 @@ impl Store {
         Ok(rows)
     }
 
-    /// Sandboxes recorded as `running`, for reconciling after a restart.
+    /// Sandboxes recorded as `running` or `stopping` (with a process), for reconciling after
+    /// a restart.
     pub fn running_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare(&format!("{SELECT} WHERE s.state = 'running' ORDER BY s.id"))?;
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE s.state IN ('running', 'stopping') ORDER BY s.id"
+        ))?;
         let rows = stmt
             .query_map([], sandbox_from_row)?
             .collect::<Result<_, _>>()?;
@@ -206,6 +208,16 @@ impl Store {
             "UPDATE sandboxes SET state = 'running', pid = ?2, start_time = ?3, \
              exit_code = NULL, last_activity = ?4 WHERE id = ?1",
             params![id, process.pid, process.start_time as i64, now()],
+        )? > 0)
+    }
+
+    /// Records that a stop of `process` has begun (state `stopping`), so a gateway that dies
+    /// before the process ends still finishes the stop after it restarts. Only if `process`
+    /// is still the recorded one.
+    pub fn mark_stopping(&self, id: &str, process: ProcessId) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE sandboxes SET state = 'stopping' WHERE id = ?1 AND pid = ?2 AND start_time = ?3",
+            params![id, process.pid, process.start_time as i64],
         )? > 0)
     }
 
@@ -308,6 +320,8 @@ mod tests {
         let running = store.running_sandboxes().unwrap();
         assert_eq!(running.len(), 1);
         assert_eq!(running[0].process, Some(process));
+        assert!(store.mark_stopping("r1", process).unwrap());
+        assert_eq!(store.running_sandboxes().unwrap()[0].state, "stopping");
         let stale = ProcessId {
             pid: 42,
             start_time: 6,
