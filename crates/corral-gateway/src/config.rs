@@ -2,6 +2,7 @@
 //! environment variables, then command-line flags (each overriding the one before), and
 //! passed down. Nothing else in the gateway reads the environment.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -114,6 +115,7 @@ impl fmt::Debug for Secret {
 /// - `admin_email`: `admin@localhost`
 /// - `admin_token`: none (a random token is made and printed on first start)
 /// - `trusted_proxies`: none (identity headers are never trusted)
+/// - `profiles`: none (only the built-in profiles)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -132,6 +134,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Peers whose `X-Forwarded-Email` / `X-Auth-Request-Email` headers are believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// Profiles sandboxes may name besides the built-in ones: name → profile TOML file
+    /// (`[profiles]` in the config file only; checked at load). Callers choose among the
+    /// names; only the operator chooses files.
+    pub profiles: BTreeMap<String, PathBuf>,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -156,6 +162,8 @@ pub struct ConfigLayer {
     pub admin_token: Option<Secret>,
     /// See [`Config::trusted_proxies`].
     pub trusted_proxies: Option<Vec<IpAddr>>,
+    /// See [`Config::profiles`] (read from the config file only).
+    pub profiles: Option<BTreeMap<String, PathBuf>>,
 }
 
 fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -235,6 +243,7 @@ impl ConfigLayer {
             admin_email: get("CORRAL_ADMIN_EMAIL"),
             admin_token: get("CORRAL_ADMIN_TOKEN").map(Secret),
             trusted_proxies,
+            profiles: None,
         })
     }
 
@@ -249,6 +258,7 @@ impl ConfigLayer {
             admin_email: over.admin_email.or(self.admin_email),
             admin_token: over.admin_token.or(self.admin_token),
             trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
+            profiles: over.profiles.or(self.profiles),
         }
     }
 }
@@ -314,6 +324,7 @@ impl Config {
                 .unwrap_or_else(|| "admin@localhost".into()),
             admin_token: layer.admin_token,
             trusted_proxies: layer.trusted_proxies.unwrap_or_default(),
+            profiles: layer.profiles.unwrap_or_default(),
         };
         config.check()?;
         Ok(config)
@@ -349,6 +360,26 @@ impl Config {
         if !self.data_dir.is_absolute() {
             return Err(invalid("data_dir", "must be an absolute path"));
         }
+        for (name, path) in &self.profiles {
+            let profile_error = |message: String| ConfigError::Invalid {
+                field: "profiles",
+                message: format!("{name}: {message}"),
+            };
+            if crate::validate::sandbox_name(name).is_err()
+                || corral_policy::builtin_names().any(|b| b == name)
+            {
+                return Err(profile_error(
+                    "a profile name must be a DNS label and not a built-in profile's".into(),
+                ));
+            }
+            if !path.is_absolute() {
+                return Err(profile_error(format!(
+                    "{} must be an absolute path",
+                    path.display()
+                )));
+            }
+            corral_policy::Profile::load(path).map_err(|e| profile_error(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -365,6 +396,7 @@ impl Config {
             #[serde(skip_serializing_if = "Option::is_none")]
             admin_token: Option<&'static str>,
             trusted_proxies: Vec<String>,
+            profiles: &'a BTreeMap<String, PathBuf>,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -375,6 +407,7 @@ impl Config {
             admin_email: &self.admin_email,
             admin_token: self.admin_token.as_ref().map(|_| REDACTED),
             trusted_proxies: self.trusted_proxies.iter().map(|a| a.to_string()).collect(),
+            profiles: &self.profiles,
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.
@@ -522,6 +555,39 @@ mod tests {
         );
         let err = ConfigLayer::from_file(&file).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn extra_profiles_come_from_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("local.toml");
+        std::fs::write(&profile, "extends = \"restricted\"\n").unwrap();
+        let file = write(
+            dir.path(),
+            &format!("[profiles]\nlocal = \"{}\"\n", profile.display()),
+        );
+        let c = Config::load(Some(&file), env(&[("HOME", "/h")]), ConfigLayer::default()).unwrap();
+        assert_eq!(c.profiles.get("local"), Some(&profile));
+        let back: ConfigLayer = toml::from_str(&c.to_redacted_toml()).unwrap();
+        assert_eq!(back.profiles, Some(c.profiles.clone()));
+
+        for (text, expected) in [
+            (
+                format!("[profiles]\nrestricted = \"{}\"\n", profile.display()),
+                "built-in",
+            ),
+            ("[profiles]\nlocal = \"rel.toml\"\n".to_string(), "absolute"),
+            (
+                "[profiles]\nlocal = \"/nonexistent/p.toml\"\n".to_string(),
+                "local",
+            ),
+        ] {
+            let file = write(dir.path(), &text);
+            let err = Config::load(Some(&file), env(&[("HOME", "/h")]), ConfigLayer::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("profiles") && err.contains(expected), "{err}");
+        }
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! may call it (API tokens, passwords, a trusted auth proxy's header) and the HTTP API under
 //! `/api/v1`.
 //!
-//! What it does not do yet: start sandboxes. A sandbox created through the API is recorded
-//! (state `stopped`); running, cloning, exec and attach belong to the runtime, which is later
-//! work.
+//! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
+//! which outlives the gateway and is adopted again when it restarts; a repo session's first
+//! start clones its repo inside the sandbox. Not yet: attach, file copy, ingress and the idle
+//! reaper.
 //!
 //! ```no_run
 //! use corral_gateway::{AdminBootstrap, Config, ConfigLayer};
@@ -23,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+pub mod runtime;
 mod server;
 pub mod store;
 pub mod validate;

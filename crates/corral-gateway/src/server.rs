@@ -1,9 +1,11 @@
-//! Running the gateway: bind, open the store, make the first admin, serve until SIGTERM or
-//! SIGINT, then finish the requests in flight and return.
+//! Running the gateway: bind, open the store, make the first admin, adopt the sandboxes that
+//! still run, serve until SIGTERM or SIGINT, then finish the requests in flight and return
+//! (leaving the sandboxes running).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
@@ -11,7 +13,11 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
+use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
+
+/// How long blocking work (execs, store writes) may still run once the server has stopped.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the gateway could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,12 @@ pub enum GatewayError {
     /// The SIGTERM/SIGINT handlers could not be installed.
     #[error("cannot listen for SIGTERM and SIGINT: {0}")]
     Signals(std::io::Error),
+    /// The path of the running `corral` binary (which starts sandboxes) is unknown.
+    #[error("cannot find the corral binary to start sandboxes with: {0}")]
+    CurrentExe(std::io::Error),
+    /// The runtime could not reconcile the sandboxes recorded as running.
+    #[error("reconciling running sandboxes: {0}")]
+    Reconcile(#[from] RuntimeError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
@@ -89,7 +101,11 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayE
         .enable_all()
         .build()
         .map_err(GatewayError::Runtime)?;
-    runtime.block_on(serve(config, on_ready))
+    let result = runtime.block_on(serve(config, on_ready));
+    // An exec still blocked on a command in a sandbox must not hold the exit up (the command
+    // runs on in the sandbox); store writes in flight get a moment to finish.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    result
 }
 
 async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
@@ -103,18 +119,26 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Arc::new(Store::open(&config.data_dir)?);
     let admin = bootstrap_admin(&store, &config)?;
+    // Sandboxes are `corral run` processes of this very binary.
+    let corral = std::env::current_exe().map_err(GatewayError::CurrentExe)?;
+    let runtime = Arc::new(Runtime::new(store.clone(), &config, corral));
+    runtime.reconcile().await?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
     on_ready(&Ready {
         url: format!("http://{addr}"),
         admin,
     });
 
-    let state = AppState::new(Arc::new(store), Arc::new(config));
+    let state = AppState::new(store, Arc::new(config), runtime.clone());
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let shutdown = async move {
+        signals.recv().await;
+        runtime.begin_shutdown();
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(signals.recv())
+        .with_graceful_shutdown(shutdown)
         .await
         .map_err(GatewayError::Serve)?;
     tracing::info!("gateway stopped");

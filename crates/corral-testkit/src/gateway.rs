@@ -254,3 +254,59 @@ pub fn sha256_hex(text: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The `corral run` processes a gateway started for sandboxes under `data_dir` (the
+/// launchers only, not the supervisors they fork), found through `/proc`.
+pub fn sandbox_processes(data_dir: &Path) -> Vec<u32> {
+    let needle = data_dir.as_os_str().as_encoded_bytes();
+    let is_sandbox = |pid: u32| {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"run"[..])
+                && args
+                    .iter()
+                    .any(|a| a.windows(needle.len()).any(|w| w == needle))
+        })
+    };
+    let parent = |pid: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_ascii_whitespace().nth(1)?.parse().ok()
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| is_sandbox(*pid) && !parent(*pid).is_some_and(is_sandbox))
+        .collect()
+}
+
+/// Kills, when dropped, every sandbox process a gateway started under its data directory, so
+/// a failed test leaves no sandbox running (they outlive the gateway on purpose).
+pub struct SandboxReaper(pub std::path::PathBuf);
+
+impl Drop for SandboxReaper {
+    fn drop(&mut self) {
+        for pid in sandbox_processes(&self.0) {
+            let _ = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{pid}")])
+                .status();
+        }
+    }
+}
+
+/// `GET url` with a bearer token; returns the status and the body as text, read to its end
+/// (a streamed body until the server ends it).
+pub fn get_text(url: &str, token: &str) -> (u16, String) {
+    let result = ureq::get(url)
+        .set("Authorization", &format!("Bearer {token}"))
+        .call();
+    let response = match result {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = response.status();
+    (status, response.into_string().expect("read body"))
+}

@@ -37,7 +37,7 @@ enum Command {
     Policy(policy_cmd::PolicyArgs),
     /// Print recorded policy decisions, newest last (-f follows).
     Audit(audit_cmd::AuditArgs),
-    /// Run the gateway: the HTTP API that records users and sandboxes.
+    /// Run the gateway: the HTTP API for users and sandboxes, which it starts and stops.
     Up(Box<up_cmd::UpArgs>),
     /// Save a gateway's URL and an API token for the commands below.
     Login(account_cmd::LoginArgs),

@@ -64,6 +64,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         admin_email: args.admin_email,
         admin_token: None,
         trusted_proxies: (!args.trusted_proxies.is_empty()).then_some(args.trusted_proxies),
+        // Extra profiles name files on the host: the config file only.
+        profiles: None,
     };
     let file = args
         .config

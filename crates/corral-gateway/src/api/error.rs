@@ -22,7 +22,7 @@ pub(super) struct ErrorBody {
 pub(super) struct ErrorDetail {
     /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `conflict`, `invalid_json`, `payload_too_large`, `unsupported_media_type`,
-    /// `method_not_allowed` or `internal`.
+    /// `method_not_allowed`, `clone_failed`, `unavailable` (shutting down) or `internal`.
     code: &'static str,
     /// A sentence for people saying why.
     message: String,
@@ -65,6 +65,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 409: the request conflicts with the resource's state.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
     /// 405: the path exists but not with this method.
     pub fn method_not_allowed() -> Self {
         Self::new(
@@ -81,6 +86,16 @@ impl ApiError {
             "payload_too_large",
             format!("request body is larger than {limit} bytes"),
         )
+    }
+
+    /// 422: a repo could not be cloned (git's reason in the message).
+    pub fn clone_failed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "clone_failed", message)
+    }
+
+    /// 503: the gateway is shutting down and cannot finish this request.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
     /// 500: a bug or a broken disk. `detail` is logged, never sent.

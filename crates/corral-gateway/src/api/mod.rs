@@ -3,6 +3,7 @@
 
 mod caller;
 mod error;
+mod lifecycle;
 mod openapi;
 mod sandboxes;
 mod users;
@@ -20,22 +21,28 @@ use tracing::Instrument;
 pub use error::ApiError;
 
 use crate::config::Config;
+use crate::runtime::Runtime;
 use crate::store::{Store, StoreError};
 
 /// Largest request body accepted; every request body is a small JSON object.
 const MAX_BODY: usize = 64 * 1024;
 
-/// What every handler shares: the store and the configuration.
+/// What every handler shares: the store, the configuration and the runtime.
 #[derive(Clone)]
 pub struct AppState {
     store: Arc<Store>,
     config: Arc<Config>,
+    runtime: Arc<Runtime>,
 }
 
 impl AppState {
-    /// State over an opened store.
-    pub fn new(store: Arc<Store>, config: Arc<Config>) -> Self {
-        Self { store, config }
+    /// State over an opened store and a reconciled runtime.
+    pub fn new(store: Arc<Store>, config: Arc<Config>, runtime: Arc<Runtime>) -> Self {
+        Self {
+            store,
+            config,
+            runtime,
+        }
     }
 
     /// Runs a store call on a blocking thread (SQLite blocks).
@@ -81,7 +88,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sandboxes/{id}",
             get(sandboxes::get).delete(sandboxes::delete),
-        );
+        )
+        .route("/sandboxes/{id}/start", post(lifecycle::start))
+        .route("/sandboxes/{id}/stop", post(lifecycle::stop))
+        .route("/sandboxes/{id}/exec", post(lifecycle::exec))
+        .route("/sandboxes/{id}/logs", get(lifecycle::logs));
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })

@@ -6,12 +6,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{sandboxes, users};
+use super::{lifecycle, sandboxes, users};
 use crate::store::Role;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "corral gateway", description = "Users, tokens and sandbox records."),
+    info(title = "corral gateway", description = "Users, tokens and sandboxes: records, start, stop, exec and logs."),
     paths(
         users::login,
         users::me,
@@ -24,6 +24,10 @@ use crate::store::Role;
         sandboxes::list,
         sandboxes::get,
         sandboxes::delete,
+        lifecycle::start,
+        lifecycle::stop,
+        lifecycle::exec,
+        lifecycle::logs,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth)

@@ -1,12 +1,13 @@
 //! Sandbox records: create (idempotent for repo sessions), list, get, delete. Only the owner
 //! and admins see a sandbox; to everyone else it does not exist (404, not 403), so ids are
-//! not confirmed to strangers. Nothing is started here: that is the runtime's job.
+//! not confirmed to strangers. Starting and stopping are in `lifecycle`; delete stops first.
 
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use super::caller::Caller;
 use super::error::ErrorBody;
@@ -41,7 +42,10 @@ pub(super) struct SandboxView {
     branch: Option<String>,
     agent: String,
     ports: Vec<u16>,
+    /// `stopped`, `running`, `stopping` or `exited`.
     state: String,
+    /// How the last run ended by itself (null while running, after a stop, or if unknown).
+    exit_code: Option<i32>,
     created: String,
     last_activity: String,
 }
@@ -58,6 +62,7 @@ impl From<Sandbox> for SandboxView {
             agent: s.agent,
             ports: s.ports,
             state: s.state,
+            exit_code: s.exit_code,
             created: rfc3339(s.created),
             last_activity: rfc3339(s.last_activity),
         }
@@ -85,9 +90,11 @@ pub(super) async fn create(
     Json(req): Json<CreateSandbox>,
 ) -> Result<(StatusCode, Json<SandboxView>), ApiError> {
     let profile = req.profile.unwrap_or_else(|| DEFAULT_PROFILE.into());
-    // Only built-in names: a path here would have the gateway read files a caller chose.
-    if !corral_policy::builtin_names().any(|n| n == profile) {
-        let valid: Vec<_> = corral_policy::builtin_names().collect();
+    // Only names (built-in or configured by the operator): a path here would have the
+    // gateway read files a caller chose.
+    let mut valid: Vec<&str> = corral_policy::builtin_names().collect();
+    valid.extend(state.config.profiles.keys().map(String::as_str));
+    if !valid.contains(&profile.as_str()) {
         return Err(ApiError::bad_request(format!(
             "unknown profile {profile:?}: valid profiles are {}",
             valid.join(", ")
@@ -168,7 +175,11 @@ pub(super) async fn list(
 }
 
 /// The sandbox `id` if the caller may see it; 404 otherwise.
-async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Sandbox, ApiError> {
+pub(super) async fn visible(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+) -> Result<Sandbox, ApiError> {
     let not_found = || ApiError::not_found(format!("no sandbox with id {id:?}"));
     let lookup = id.clone();
     let sandbox = state.db(move |s| s.sandbox(&lookup)).await?;
@@ -187,17 +198,28 @@ pub(super) async fn get(
     Ok(Json(visible(&state, &caller, id).await?.into()))
 }
 
-/// `DELETE /api/v1/sandboxes/{id}`: removes the record (there is no workspace yet to keep).
-#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), responses((status = 204, description = "deleted"), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
+/// Query of the delete endpoint.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DeleteQuery {
+    /// Also remove the workspace, the home and the logs (default: keep them on the host).
+    #[serde(default)]
+    purge: bool,
+}
+
+/// `DELETE /api/v1/sandboxes/{id}`: stops the sandbox if it runs and removes the record; the
+/// workspace and home stay on the host unless `?purge=true`.
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id"), DeleteQuery), responses((status = 204, description = "deleted"), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
 pub(super) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sandbox = visible(&state, &caller, id).await?;
-    let id = sandbox.id.clone();
-    state.db(move |s| s.delete_sandbox(&id)).await?;
-    tracing::info!(sandbox = %sandbox.id, "sandbox deleted");
+    state.runtime.delete(&sandbox.id, query.purge).await?;
+    tracing::info!(sandbox = %sandbox.id, purge = query.purge, "sandbox deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 

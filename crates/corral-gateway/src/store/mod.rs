@@ -16,14 +16,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
-pub use sandboxes::{Inserted, NewSandbox, Sandbox};
+pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
 pub use users::{Role, TokenInfo, User};
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "corral.db";
 
 /// Schema migrations, in order; `PRAGMA user_version` counts how many have run. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,
     email         TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -52,7 +53,13 @@ CREATE TABLE sandboxes (
     last_activity INTEGER NOT NULL,
     UNIQUE (owner_id, name)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE sandboxes ADD COLUMN pid INTEGER;
+ALTER TABLE sandboxes ADD COLUMN start_time INTEGER;
+ALTER TABLE sandboxes ADD COLUMN exit_code INTEGER;
+"#,
+];
 
 /// Why a store operation failed. Conflicts are their own variants so the API can answer
 /// 409 instead of 500.

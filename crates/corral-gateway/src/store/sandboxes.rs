@@ -1,5 +1,6 @@
 //! Sandbox records: what a user asked for (profile, repo, branch, agent, ports) and the state
-//! the gateway last knew. Only `stopped` exists until the runtime arrives.
+//! the gateway last knew: `stopped`, `running` or `stopping` (with the process that runs it)
+//! or `exited` (with its exit code, when known).
 
 use rusqlite::{OptionalExtension, Row, params};
 
@@ -47,12 +48,26 @@ pub struct Sandbox {
     pub agent: String,
     /// Ports the agent serves.
     pub ports: Vec<u16>,
-    /// Last known state.
+    /// Last known state: `stopped`, `running`, `stopping` or `exited`.
     pub state: String,
+    /// The `corral run` process, while `running` or `stopping`.
+    pub process: Option<ProcessId>,
+    /// How the last run ended, when it ended by itself and the gateway saw it.
+    pub exit_code: Option<i32>,
     /// Unix seconds.
     pub created: i64,
     /// Unix seconds of the last request that touched it.
     pub last_activity: i64,
+}
+
+/// A process, named so that a reused pid is not mistaken for it: its pid and its start time
+/// (field 22 of `/proc/PID/stat`, in clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessId {
+    /// The pid.
+    pub pid: i32,
+    /// Its start time in clock ticks since boot.
+    pub start_time: u64,
 }
 
 /// What [`Store::insert_sandbox`] did.
@@ -65,7 +80,8 @@ pub enum Inserted {
 }
 
 const SELECT: &str = "SELECT s.id, s.owner_id, u.email, s.name, s.profile, s.repo, s.branch, \
-                      s.agent, s.ports, s.state, s.created, s.last_activity \
+                      s.agent, s.ports, s.state, s.created, s.last_activity, s.pid, s.start_time, \
+                      s.exit_code \
                       FROM sandboxes s JOIN users u ON u.id = s.owner_id";
 
 fn sandbox_from_row(row: &Row<'_>) -> rusqlite::Result<Sandbox> {
@@ -84,6 +100,17 @@ fn sandbox_from_row(row: &Row<'_>) -> rusqlite::Result<Sandbox> {
         state: row.get(9)?,
         created: row.get(10)?,
         last_activity: row.get(11)?,
+        process: match (
+            row.get::<_, Option<i32>>(12)?,
+            row.get::<_, Option<i64>>(13)?,
+        ) {
+            (Some(pid), Some(start_time)) => Some(ProcessId {
+                pid,
+                start_time: start_time as u64,
+            }),
+            _ => None,
+        },
+        exit_code: row.get(14)?,
     })
 }
 
@@ -162,6 +189,62 @@ impl Store {
         Ok(rows)
     }
 
+    /// Sandboxes recorded as `running` or `stopping` (with a process), for reconciling after
+    /// a restart.
+    pub fn running_sandboxes(&self) -> Result<Vec<Sandbox>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{SELECT} WHERE s.state IN ('running', 'stopping') ORDER BY s.id"
+        ))?;
+        let rows = stmt
+            .query_map([], sandbox_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records that `process` now runs the sandbox; false if there is no such sandbox.
+    pub fn mark_running(&self, id: &str, process: ProcessId) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE sandboxes SET state = 'running', pid = ?2, start_time = ?3, \
+             exit_code = NULL, last_activity = ?4 WHERE id = ?1",
+            params![id, process.pid, process.start_time as i64, now()],
+        )? > 0)
+    }
+
+    /// Records that a stop of `process` has begun (state `stopping`), so a gateway that dies
+    /// before the process ends still finishes the stop after it restarts. Only if `process`
+    /// is still the recorded one.
+    pub fn mark_stopping(&self, id: &str, process: ProcessId) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE sandboxes SET state = 'stopping' WHERE id = ?1 AND pid = ?2 AND start_time = ?3",
+            params![id, process.pid, process.start_time as i64],
+        )? > 0)
+    }
+
+    /// Records that `process` ended, leaving the sandbox in `state` (`stopped` or `exited`)
+    /// with `exit_code`. Only if `process` is still the recorded one: a late report about an
+    /// earlier run must not overwrite a newer one. False if nothing changed.
+    pub fn mark_ended(
+        &self,
+        id: &str,
+        process: ProcessId,
+        state: &str,
+        exit_code: Option<i32>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE sandboxes SET state = ?4, pid = NULL, start_time = NULL, exit_code = ?5, \
+             last_activity = ?6 WHERE id = ?1 AND pid = ?2 AND start_time = ?3",
+            params![
+                id,
+                process.pid,
+                process.start_time as i64,
+                state,
+                exit_code,
+                now()
+            ],
+        )? > 0)
+    }
+
     /// Deletes a sandbox record; false if there was none.
     pub fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -229,6 +312,29 @@ mod tests {
             vec![first.clone()]
         );
         assert_eq!(store.list_sandboxes(None).unwrap().len(), 2);
+        let process = ProcessId {
+            pid: 42,
+            start_time: 7,
+        };
+        assert!(store.mark_running("r1", process).unwrap());
+        let running = store.running_sandboxes().unwrap();
+        assert_eq!(running.len(), 1);
+        assert_eq!(running[0].process, Some(process));
+        assert!(store.mark_stopping("r1", process).unwrap());
+        assert_eq!(store.running_sandboxes().unwrap()[0].state, "stopping");
+        let stale = ProcessId {
+            pid: 42,
+            start_time: 6,
+        };
+        assert!(!store.mark_ended("r1", stale, "exited", Some(1)).unwrap());
+        assert!(store.mark_ended("r1", process, "exited", Some(3)).unwrap());
+        let ended = store.sandbox("r1").unwrap().unwrap();
+        assert_eq!(
+            (ended.state.as_str(), ended.exit_code, ended.process),
+            ("exited", Some(3), None)
+        );
+        assert!(store.running_sandboxes().unwrap().is_empty());
+
         assert!(store.delete_sandbox("r1").unwrap());
         assert!(!store.delete_sandbox("r1").unwrap());
         assert!(store.sandbox("r1").unwrap().is_none());
