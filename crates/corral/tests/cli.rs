@@ -188,3 +188,65 @@ fn an_unreachable_gateway_says_where_corral_tried() {
     );
     assert!(!message.contains("corral_x"), "{message}");
 }
+
+#[test]
+fn a_sandbox_started_from_the_command_line_runs_commands_and_stops() {
+    let root = tempfile::tempdir().unwrap();
+    let _reaper = corral_testkit::gateway::SandboxReaper(root.path().join("data"));
+    let gw = Gateway::fresh(Path::new(BIN), root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    assert!(
+        corral(
+            config.path(),
+            &["login", "--url", &gw.url, "--token", &admin]
+        )
+        .status
+        .success()
+    );
+    assert!(
+        corral(config.path(), &["sandbox", "create", "dev"])
+            .status
+            .success()
+    );
+
+    let started = corral(config.path(), &["sandbox", "start", "dev"]);
+    assert!(started.status.success(), "{}", stderr(&started));
+    assert!(stdout(&started).contains("running"), "{}", stdout(&started));
+
+    // exec passes the command's output through and exits with its status.
+    let exec = corral(
+        config.path(),
+        &[
+            "sandbox",
+            "exec",
+            "dev",
+            "--",
+            "sh",
+            "-c",
+            "echo made > /workspace/f; id -u; echo oops >&2; exit 4",
+        ],
+    );
+    assert_eq!(exec.status.code(), Some(4), "{}", stderr(&exec));
+    assert_eq!(stdout(&exec), "1000\n");
+    assert_eq!(stderr(&exec), "oops\n");
+    let cat = corral(
+        config.path(),
+        &["sandbox", "exec", "dev", "--", "cat", "/workspace/f"],
+    );
+    assert_eq!(stdout(&cat), "made\n");
+
+    let logs = corral(config.path(), &["sandbox", "logs", "dev"]);
+    assert!(logs.status.success(), "{}", stderr(&logs));
+
+    let stopped = corral(config.path(), &["sandbox", "stop", "dev"]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert!(
+        !stdout(&stopped).contains("running"),
+        "{}",
+        stdout(&stopped)
+    );
+    let refused = corral(config.path(), &["sandbox", "exec", "dev", "--", "true"]);
+    assert_eq!(refused.status.code(), Some(125));
+    assert!(stderr(&refused).contains("(409)"), "{}", stderr(&refused));
+}
