@@ -5,8 +5,8 @@
 //! command may as well talk to the socket directly: it gains nothing by bypassing the bridge.
 
 use std::io;
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 
 use crate::relay;
 
@@ -37,11 +37,31 @@ pub fn listen() -> io::Result<TcpListener> {
 
 /// Accepts connections forever on a background thread, each carried to the egress socket.
 pub fn serve(listener: TcpListener) -> io::Result<()> {
-    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(stream, _)| stream)));
-    relay::serve("egress-bridge", incoming, carry)
+    serve_to(listener, Path::new(EGRESS_SOCKET).to_path_buf())
 }
 
-/// Carries one connection from the command to a new connection to the proxy.
-fn carry(client: TcpStream) -> io::Result<()> {
-    relay::both_ways(client, UnixStream::connect(EGRESS_SOCKET)?)
+/// Accepts connections on `listener` forever on a background thread, each carried to the unix
+/// socket at `socket` (the sandbox's bridge does this with [`EGRESS_SOCKET`]; benchmarks run
+/// the same code against a socket of their own).
+pub fn serve_to(listener: TcpListener, socket: PathBuf) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    relay::spawn("egress-bridge", move |slots| async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        loop {
+            let Some(slot) = slots.take().await else {
+                return Ok(());
+            };
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = client.set_nodelay(true);
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                if let Ok(proxy) = tokio::net::UnixStream::connect(&socket).await {
+                    relay::both_ways(client, proxy).await;
+                }
+                drop(slot);
+            });
+        }
+    })
 }

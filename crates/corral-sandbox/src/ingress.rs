@@ -9,13 +9,14 @@
 //! connection. Only the host side can connect: the socket is mode 0600 in a directory the
 //! caller chose, and it is never mounted into the sandbox.
 
-use std::io::{self, Read};
-use std::net::TcpStream;
+use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
 
 use crate::relay;
 
@@ -43,30 +44,44 @@ pub fn bind(path: &Path) -> io::Result<OwnedFd> {
 /// the sandbox's loopback. Called by the supervisor inside the sandbox's network namespace.
 pub fn serve(listener: OwnedFd) -> io::Result<()> {
     let listener = UnixListener::from(listener);
-    let incoming = std::iter::from_fn(move || Some(listener.accept().map(|(stream, _)| stream)));
-    relay::serve("ingress", incoming, carry)
+    listener.set_nonblocking(true)?;
+    relay::spawn("ingress", move |slots| async move {
+        let listener = tokio::net::UnixListener::from_std(listener)?;
+        loop {
+            let Some(slot) = slots.take().await else {
+                return Ok(());
+            };
+            let Ok((client, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let _ = carry(client).await;
+                drop(slot);
+            });
+        }
+    })
 }
 
 /// Reads the port line, connects, and copies bytes both ways until each side ends.
-fn carry(mut client: UnixStream) -> io::Result<()> {
-    client.set_read_timeout(Some(PORT_LINE_TIMEOUT))?;
-    let port = read_port(&mut client)?;
-    client.set_read_timeout(None)?;
-    relay::both_ways(client, TcpStream::connect(("127.0.0.1", port))?)
+async fn carry(mut client: tokio::net::UnixStream) -> io::Result<()> {
+    let port = tokio::time::timeout(PORT_LINE_TIMEOUT, read_port(&mut client))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no port line"))??;
+    let server = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let _ = server.set_nodelay(true);
+    relay::both_ways(client, server).await;
+    Ok(())
 }
 
 /// Reads `PORT\n` one byte at a time (so nothing after the line is consumed).
-fn read_port(client: &mut UnixStream) -> io::Result<u16> {
+async fn read_port(client: &mut tokio::net::UnixStream) -> io::Result<u16> {
     let mut line = Vec::new();
-    let mut byte = [0u8; 1];
     while line.len() <= 6 {
-        if client.read(&mut byte)? == 0 {
-            break;
-        }
-        if byte[0] == b'\n' {
+        let byte = client.read_u8().await?;
+        if byte == b'\n' {
             return parse_port(&line);
         }
-        line.push(byte[0]);
+        line.push(byte);
     }
     Err(io::Error::new(
         io::ErrorKind::InvalidData,

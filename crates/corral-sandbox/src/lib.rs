@@ -22,7 +22,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod bridge;
+pub mod bridge;
 pub mod cgroup;
 mod command;
 pub mod control;

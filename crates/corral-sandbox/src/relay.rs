@@ -1,82 +1,57 @@
-//! Byte relays the supervisor runs for the bridges (egress out, ingress in): a bounded number
-//! of connections at once, each copied both ways on threads of its own, each direction closed
-//! when its source ends.
+//! Byte relays the supervisor runs for the bridges (egress out, ingress in): one thread per
+//! bridge with a single-threaded tokio runtime, so a new connection costs no thread; at most
+//! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog); each copied both ways with
+//! 64 KiB buffers, each direction closed when its source ends.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::future::Future;
+use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Connections relayed at once per listener; more wait in the listen backlog. Bounds the
-/// supervisor's threads however many connections are opened.
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Connections relayed at once per bridge. Bounds the supervisor's memory however many
+/// connections are opened.
 const MAX_CONNECTIONS: usize = 256;
 
-/// A stream that can be split into a reading and a writing handle and half-closed.
-pub trait Duplex: Read + Write + Send + Sized + 'static {
-    /// A second handle to the same stream.
-    fn duplicate(&self) -> io::Result<Self>;
-    /// Closes one or both directions.
-    fn close(&self, how: Shutdown);
-}
+/// Bytes copied per read in each direction (tokio's default of 8 KiB costs a syscall pair per
+/// 8 KiB; see BENCHMARKS.md, "Egress proxy").
+const BUFFER: usize = 64 * 1024;
 
-impl Duplex for TcpStream {
-    fn duplicate(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-    fn close(&self, how: Shutdown) {
-        let _ = self.shutdown(how);
-    }
-}
-
-impl Duplex for UnixStream {
-    fn duplicate(&self) -> io::Result<Self> {
-        self.try_clone()
-    }
-    fn close(&self, how: Shutdown) {
-        let _ = self.shutdown(how);
-    }
-}
-
-/// Accepts from `incoming` forever on a thread named `name`, handing each connection to
-/// `carry` on a thread of its own, at most [`MAX_CONNECTIONS`] at once (more are closed).
-pub fn serve<C, I>(name: &str, incoming: I, carry: fn(C) -> io::Result<()>) -> io::Result<()>
+/// Runs `serve` on a thread named `name` with its own single-threaded runtime, for as long
+/// as the supervisor lives. `serve` gets the connection slots to take before each accept.
+pub fn spawn<F, Fut>(name: &str, serve: F) -> io::Result<()>
 where
-    C: Duplex,
-    I: Iterator<Item = io::Result<C>> + Send + 'static,
+    F: FnOnce(Slots) -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<()>>,
 {
-    let active = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            for stream in incoming.flatten() {
-                if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-                    stream.close(Shutdown::Both);
-                    continue;
-                }
-                active.fetch_add(1, Ordering::AcqRel);
-                let active = Arc::clone(&active);
-                let spawned = std::thread::Builder::new().spawn(move || {
-                    let _ = carry(stream);
-                    active.fetch_sub(1, Ordering::AcqRel);
-                });
-                // Out of threads (the sandbox's pids limit): the connection is dropped.
-                drop(spawned);
-            }
+            let _ = runtime.block_on(serve(Slots(Arc::new(Semaphore::new(MAX_CONNECTIONS)))));
         })?;
     Ok(())
 }
 
+/// The connection slots of one bridge.
+pub struct Slots(Arc<Semaphore>);
+
+impl Slots {
+    /// Waits for a free slot; held for as long as the connection is relayed.
+    pub async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).acquire_owned().await.ok()
+    }
+}
+
 /// Copies bytes both ways between `a` and `b` until both directions have ended.
-pub fn both_ways<A: Duplex, B: Duplex>(a: A, b: B) -> io::Result<()> {
-    let (mut a_read, mut b_write) = (a.duplicate()?, b.duplicate()?);
-    let forward = std::thread::Builder::new().spawn(move || {
-        let _ = io::copy(&mut a_read, &mut b_write);
-        b_write.close(Shutdown::Write);
-    })?;
-    let (mut b_read, mut a_write) = (b, a);
-    let _ = io::copy(&mut b_read, &mut a_write);
-    a_write.close(Shutdown::Write);
-    let _ = forward.join();
-    Ok(())
+pub async fn both_ways<A, B>(mut a: A, mut b: B)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER).await;
 }

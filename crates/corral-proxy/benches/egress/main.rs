@@ -10,9 +10,9 @@
 //! single-threaded tokio runtime. corral's proxy is served the way `corral run` serves it:
 //! [`EgressProxy::serve_blocking`] on a thread of its own, default limits, an audit log, a
 //! TOML profile naming the upstream addresses. The "corral" rows reach it over its unix
-//! socket; the "corral via bridge" rows add a replica of the sandbox's bridge (TCP on
-//! loopback, then two threads copying to the unix socket with `std::io::copy`), the path a
-//! program inside `corral run` takes. The "bare relay" rows are the floor: a minimal CONNECT
+//! socket; the "corral via bridge" rows add the sandbox's own bridge
+//! (`corral_sandbox::bridge`: TCP on loopback carried to the unix socket), the path a program
+//! inside `corral run` takes. The "bare relay" rows are the floor: a minimal CONNECT
 //! relay on the same kind of runtime, with no HTTP library, policy or audit, so the difference
 //! to corral is corral's own work per connection. tinyproxy runs as a child process on a loopback port
 //! with a generated config; without it its rows are skipped with a message. Clients are

@@ -1,9 +1,8 @@
-//! The proxies compared: corral's (as `corral run` serves it), a replica of the sandbox's
-//! bridge in front of it, a bare CONNECT relay (the floor: what one more hop costs), and
+//! The proxies compared: corral's (as `corral run` serves it), the sandbox's own bridge in
+//! front of it, a bare CONNECT relay (the floor: what one more hop costs), and
 //! tinyproxy.
 
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -81,29 +80,12 @@ async fn bare_relay(mut client: tokio::net::UnixStream) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A replica of the sandbox's bridge (`corral-sandbox`'s `bridge::carry`): each TCP
-/// connection copied both ways to the unix socket by two threads.
+/// The sandbox's bridge (`corral_sandbox::bridge`, the code the supervisor runs) on a
+/// loopback port, carrying each connection to the proxy's unix socket.
 pub fn start_bridge(socket: PathBuf) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
-    named_thread("bridge", move || {
-        for client in listener.incoming().flatten() {
-            let socket = socket.clone();
-            std::thread::spawn(move || {
-                let upstream = UnixStream::connect(&socket).unwrap();
-                let (mut client_read, mut upstream_write) =
-                    (client.try_clone().unwrap(), upstream.try_clone().unwrap());
-                let to_proxy = std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut client_read, &mut upstream_write);
-                    let _ = upstream_write.shutdown(Shutdown::Write);
-                });
-                let (mut upstream_read, mut client_write) = (upstream, client);
-                let _ = std::io::copy(&mut upstream_read, &mut client_write);
-                let _ = client_write.shutdown(Shutdown::Write);
-                let _ = to_proxy.join();
-            });
-        }
-    });
+    corral_sandbox::bridge::serve_to(listener, socket).unwrap();
     address
 }
 
