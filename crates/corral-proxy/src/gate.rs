@@ -242,7 +242,15 @@ impl Gate {
     }
 }
 
-/// Lower-cases a host and strips brackets and a trailing dot, refusing what is not a host.
+/// Lower-cases a host and strips brackets and a trailing dot, refusing what is not a host
+/// (patterns included).
 pub fn normalize(host: &str) -> Result<String, Refusal> {
-    corral_policy::normalize_host(host).map_err(Refusal::BadRequest)
+    let host = corral_policy::normalize_host(host).map_err(Refusal::BadRequest)?;
+    // `*` belongs in rules, not in a destination (it would reach the resolver as a label).
+    if host.contains('*') {
+        return Err(Refusal::BadRequest(format!(
+            "{host:?} is a pattern, not a host: name the host to connect to"
+        )));
+    }
+    Ok(host)
 }

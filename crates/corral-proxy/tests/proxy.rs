@@ -428,3 +428,16 @@ fn a_repeated_request_is_decided_the_same_and_recorded_every_time() {
     assert_eq!(allowed_count % 3, 0, "{connects:?}");
     assert_eq!(denied_count, 3, "{connects:?}");
 }
+
+#[test]
+fn a_wildcard_is_not_a_destination() {
+    let proxy = Proxy::start("[network]\nallow = [\"*.example.com:443\"]\n");
+    let response =
+        proxy.exchange("CONNECT *.example.com:443 HTTP/1.1\r\nHost: *.example.com:443\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("is a pattern, not a host"), "{response}");
+    assert!(
+        proxy.audit().is_empty(),
+        "nothing was decided for a pattern"
+    );
+}
