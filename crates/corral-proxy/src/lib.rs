@@ -149,11 +149,27 @@ impl EgressProxy {
     /// Serves `listener` on the calling thread with its own single-threaded runtime, for as
     /// long as the process lives (run it on a thread of its own).
     pub fn serve_blocking(self, listener: std::os::unix::net::UnixListener) -> std::io::Result<()> {
+        self.serve_blocking_after(None, listener)
+    }
+
+    /// Like [`EgressProxy::serve_blocking`], serving `first` (a connection already accepted
+    /// from `listener`, by a caller that waited for one before building the proxy) as well.
+    pub fn serve_blocking_after(
+        self,
+        first: Option<std::os::unix::net::UnixStream>,
+        listener: std::os::unix::net::UnixListener,
+    ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
         runtime.block_on(async move {
+            if let Some(first) = first {
+                first.set_nonblocking(true)?;
+                let first = tokio::net::UnixStream::from_std(first)?;
+                let proxy = self.clone();
+                tokio::spawn(async move { proxy.serve_connection(first).await });
+            }
             let listener = UnixListener::from_std(listener)?;
             self.serve(listener).await;
             Ok(())

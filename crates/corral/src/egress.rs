@@ -4,7 +4,7 @@
 //!
 //! The socket is bound before the sandbox is forked (binding starts no thread); the policy is
 //! compiled and served on a thread started only after the fork, which needs a single-threaded
-//! process. A profile with raw Cedar files is compiled up front so a broken file stops the run
+//! process, and only once the sandbox first connects. A profile with raw Cedar files is compiled up front so a broken file stops the run
 //! before it starts.
 //!
 //! TLS interception uses corral's CA, kept in the data directory (created on first use); the
@@ -165,6 +165,20 @@ impl InProcessEgress {
         let spawned = std::thread::Builder::new()
             .name("egress-proxy".into())
             .spawn(move || {
+                // Nothing is compiled until the sandbox first reaches out: a run that never
+                // connects (a build, a test suite) pays nothing for its proxy, and the
+                // compiling never competes with the sandbox's start for the CPU. A watched
+                // profile is compiled already (the watcher needs it).
+                let first = match policy {
+                    PolicySource::Deferred(_) => match listener.accept() {
+                        Ok((stream, _)) => Some(stream),
+                        Err(e) => {
+                            eprintln!("corral: the egress proxy stopped: {e}");
+                            return;
+                        }
+                    },
+                    PolicySource::Compiled(_) => None,
+                };
                 let handle = match policy {
                     PolicySource::Compiled(handle) => handle,
                     PolicySource::Deferred(profile) => match PolicyEngine::new(*profile) {
@@ -182,7 +196,7 @@ impl InProcessEgress {
                     .and_then(|ca| Interception::with_system_roots(ca).map_err(|e| e.to_string()));
                 let proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default())
                     .with_interception(interception, credentials);
-                if let Err(e) = proxy.serve_blocking(listener) {
+                if let Err(e) = proxy.serve_blocking_after(first, listener) {
                     eprintln!("corral: the egress proxy stopped: {e}");
                 }
             });
