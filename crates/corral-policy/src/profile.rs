@@ -263,6 +263,11 @@ impl Profile {
         self.http.has_rules_for(host) || self.git.intercept.iter().any(|p| p.matches(host))
     }
 
+    /// Whether any host's TLS must be intercepted to enforce this profile.
+    pub fn intercepts_any(&self) -> bool {
+        !self.http.allow.is_empty() || !self.http.deny.is_empty() || !self.git.intercept.is_empty()
+    }
+
     /// The effective profile as TOML, the way `corral policy show` prints it.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot show profile: {e}\n"))

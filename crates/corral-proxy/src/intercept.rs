@@ -67,11 +67,6 @@ impl Interception {
         Self::new(ca, roots)
     }
 
-    /// The CA, for the sandbox's trust bundle.
-    pub fn ca(&self) -> &CertificateAuthority {
-        &self.ca
-    }
-
     fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, CaError> {
         let leaf = self.ca.leaf_for(host)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -12,9 +12,7 @@ pub const DENY_HEADER: &str = "x-corral-deny";
 
 /// A small text body.
 pub fn text(body: String) -> Body {
-    Full::new(Bytes::from(body))
-        .map_err(|never| match never {})
-        .boxed()
+    bytes(body.into_bytes())
 }
 
 /// A body of raw bytes.

@@ -2,8 +2,10 @@
 //! inside the tunnel, the git push guard with the real git client, the token injected on the
 //! way out, and hosts without rules left untouched.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::echo_http_server;
 use corral_policy::{AuditEvent, AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
 use corral_proxy::ca::CertificateAuthority;
 use corral_proxy::{Credentials, EgressProxy, Interception, ProxyLimits};
@@ -168,34 +171,6 @@ fn tls_client(
     )
     .unwrap();
     rustls::StreamOwned::new(connection, stream)
-}
-
-/// A plain HTTP server answering each request with the request head it received.
-fn echo_http_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
-                    head.len()
-                );
-            });
-        }
-    });
-    address
 }
 
 fn profile(port: u16, extra: &str) -> String {

@@ -1,6 +1,8 @@
 //! The egress proxy against real servers on loopback, driven over its unix socket the way the
 //! sandbox's bridge drives it.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
@@ -8,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::echo_http_server;
 use corral_policy::{AuditEvent, AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
 use corral_proxy::{EgressProxy, ProxyLimits};
 
@@ -67,35 +70,6 @@ fn audit_events(path: &Path) -> Vec<AuditEvent> {
         .collect()
 }
 
-/// An HTTP server that answers every request with what it received (request line and
-/// headers), so tests can see exactly what the proxy forwarded.
-fn echo_http_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    head.push_str(&line);
-                }
-                let mut stream = stream;
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{head}",
-                    head.len()
-                );
-            });
-        }
-    });
-    port
-}
-
 /// A TCP server that echoes bytes back.
 fn echo_tcp_server() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -114,7 +88,7 @@ fn echo_tcp_server() -> u16 {
 
 #[test]
 fn an_allowed_request_is_forwarded_without_proxy_credentials() {
-    let port = echo_http_server();
+    let port = echo_http_server().port();
     let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
     let response = proxy.exchange(&format!(
         "GET http://127.0.0.1:{port}/hello?x=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
@@ -169,7 +143,7 @@ fn a_denied_host_gets_403_naming_the_policy_without_being_looked_up() {
 
 #[test]
 fn a_name_that_resolves_to_a_private_address_is_refused_unless_granted() {
-    let port = echo_http_server();
+    let port = echo_http_server().port();
     let request = format!(
         "GET http://localhost:{port}/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
     );
@@ -330,7 +304,7 @@ fn a_tls_tunnel_must_name_the_host_it_was_allowed_to() {
 
 #[test]
 fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
-    let port = echo_http_server();
+    let port = echo_http_server().port();
     let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
     let huge = "a".repeat(64 * 1024);
     let response = proxy.exchange(&format!(
@@ -354,7 +328,7 @@ fn oversized_headers_get_431_and_the_proxy_keeps_serving() {
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection() {
-    let port = echo_http_server();
+    let port = echo_http_server().port();
     let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
     let mut stream = proxy.connect();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -398,7 +372,7 @@ fn a_non_proxy_request_says_what_to_send() {
 
 #[test]
 fn a_repeated_request_is_decided_the_same_and_recorded_every_time() {
-    let port = echo_http_server();
+    let port = echo_http_server().port();
     let proxy = Proxy::start(&format!(
         "[network]\nallow = [\"localhost:{port}\"]\nallow_private = [\"localhost\"]\n"
     ));

@@ -73,10 +73,7 @@ impl InProcessEgress {
         setup: InterceptionSetup,
         warnings: &mut Vec<String>,
     ) -> anyhow::Result<Self> {
-        let needs_interception = !setup.credentials.is_empty()
-            || !profile.git.intercept.is_empty()
-            || !profile.http.allow.is_empty()
-            || !profile.http.deny.is_empty();
+        let needs_interception = !setup.credentials.is_empty() || profile.intercepts_any();
         let policy = match reloadable {
             Some(file) => {
                 PolicySource::Compiled(Arc::new(PolicyHandle::load(&file.to_string_lossy())?))

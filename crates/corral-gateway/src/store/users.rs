@@ -90,26 +90,7 @@ impl Store {
         role: Role,
         password_hash: Option<&str>,
     ) -> Result<User, StoreError> {
-        let created = now();
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO users (email, role, password_hash, created) VALUES (?1, ?2, ?3, ?4)",
-            params![email, role.as_str(), password_hash, created],
-        )
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::EmailTaken(email.into())
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(User {
-            id: conn.last_insert_rowid(),
-            email: email.into(),
-            role,
-            password_hash: password_hash.map(Into::into),
-            created,
-        })
+        insert_user(&self.conn(), email, role, password_hash, now())
     }
 
     /// Creates a user and its first token in one transaction, so a user never exists
@@ -125,31 +106,13 @@ impl Store {
         let created = now();
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO users (email, role, password_hash, created) VALUES (?1, ?2, ?3, ?4)",
-            params![email, role.as_str(), password_hash, created],
-        )
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                StoreError::EmailTaken(email.into())
-            } else {
-                e.into()
-            }
-        })?;
-        let user_id = tx.last_insert_rowid();
+        let user = insert_user(&tx, email, role, password_hash, created)?;
         tx.execute(
             "INSERT INTO tokens (hash, user_id, name, created) VALUES (?1, ?2, ?3, ?4)",
-            params![token_hash, user_id, token_name, created],
+            params![token_hash, user.id, token_name, created],
         )?;
         let token_id = tx.last_insert_rowid();
         tx.commit()?;
-        let user = User {
-            id: user_id,
-            email: email.into(),
-            role,
-            password_hash: password_hash.map(Into::into),
-            created,
-        };
         let token = TokenInfo {
             id: token_id,
             name: token_name.into(),
@@ -240,6 +203,35 @@ impl Store {
         )?;
         Ok(deleted > 0)
     }
+}
+
+/// Inserts a user on `conn` (a connection or a transaction);
+/// [`StoreError::EmailTaken`] if the email exists in any case.
+fn insert_user(
+    conn: &rusqlite::Connection,
+    email: &str,
+    role: Role,
+    password_hash: Option<&str>,
+    created: i64,
+) -> Result<User, StoreError> {
+    conn.execute(
+        "INSERT INTO users (email, role, password_hash, created) VALUES (?1, ?2, ?3, ?4)",
+        params![email, role.as_str(), password_hash, created],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            StoreError::EmailTaken(email.into())
+        } else {
+            e.into()
+        }
+    })?;
+    Ok(User {
+        id: conn.last_insert_rowid(),
+        email: email.into(),
+        role,
+        password_hash: password_hash.map(Into::into),
+        created,
+    })
 }
 
 #[cfg(test)]
