@@ -321,7 +321,7 @@ impl PlanInput {
             writable: true,
         });
         for pattern in &self.hidden {
-            for path in self.expand(pattern)? {
+            for path in self.expand_hidden(pattern)? {
                 push_hidden(&mut mounts, &binds, &path);
             }
         }
@@ -408,6 +408,22 @@ impl PlanInput {
             reason: e.to_string(),
         })?;
         Ok(paths.filter_map(Result::ok).collect())
+    }
+
+    /// Expands a hidden-path pattern. Unlike a readable path, a hidden `~/…` pattern is not
+    /// dropped when the caller's home is unknown (no `HOME`, as under a service manager): it
+    /// is hidden in every home on the host (`/root` and each directory in `/home`), since
+    /// leaving it visible is the unsafe choice.
+    fn expand_hidden(&self, pattern: &str) -> Result<Vec<PathBuf>, PlanError> {
+        let (Some(rest), None) = (pattern.strip_prefix("~/"), &self.caller_home) else {
+            return self.expand(pattern);
+        };
+        let mut paths = Vec::new();
+        for home in every_home() {
+            let in_home = home.join(rest).to_string_lossy().into_owned();
+            paths.extend(self.expand(&in_home)?);
+        }
+        Ok(paths)
     }
 
     fn landlock_plan(
@@ -523,6 +539,20 @@ fn sort_parents_first(mounts: &mut [MountStep]) {
         | MountStep::Symlink { link: target, .. } => target.components().count(),
         MountStep::HideDir { .. } | MountStep::HideFile { .. } => usize::MAX,
     });
+}
+
+/// Every home directory on the host: `/root` and the directories in `/home`.
+fn every_home() -> Vec<PathBuf> {
+    let mut homes = vec![PathBuf::from("/root")];
+    if let Ok(entries) = std::fs::read_dir("/home") {
+        homes.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.is_dir()),
+        );
+    }
+    homes
 }
 
 /// Hides `path` everywhere it is visible: under each bind whose source contains it.

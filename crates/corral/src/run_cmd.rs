@@ -59,6 +59,10 @@ pub struct RunArgs {
     /// Make a host path writable (at the same path) for this run.
     #[arg(long = "write", value_name = "PATH")]
     write: Vec<PathBuf>,
+    /// Hide a host path from the sandbox for this run (it appears empty or unreadable), on top
+    /// of the profile's hidden paths and corral's own state, which is always hidden.
+    #[arg(long = "hide", value_name = "PATH")]
+    hide: Vec<PathBuf>,
     /// Pass a variable: NAME=VALUE, or NAME to pass the caller's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     env: Vec<String>,
@@ -218,7 +222,12 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         caller_home: caller.home.clone(),
         read_only: read_only.clone(),
         read_write,
-        hidden: fs.hidden.clone(),
+        hidden: fs
+            .hidden
+            .iter()
+            .cloned()
+            .chain(corral_private_paths(args, caller))
+            .collect(),
         protected: fs.protected.clone(),
         exec_allow: profile.exec.allow.clone(),
         home_writable: fs.home_writable,
@@ -233,6 +242,41 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         control_socket: args.control_socket.as_ref().map(|p| caller.cwd.join(p)),
         persistent_home: args.home.as_ref().map(|p| caller.cwd.join(p)),
     })
+}
+
+/// Host paths that hold corral's own state and secrets, hidden in every sandbox whatever its
+/// profile makes readable: the CLI's credentials and the gateway's config
+/// (`$XDG_CONFIG_HOME/corral`), the default data dir (a gateway's store, CA key and every
+/// other sandbox's workspace: `$XDG_DATA_HOME/corral`), the audit log's dir, the CA dir in
+/// use, each `--git-token` file, and every `--hide` path. Both the XDG and the `~/.…`
+/// locations are hidden, since either may be in use by another corral process.
+fn corral_private_paths(args: &RunArgs, caller: &Caller) -> Vec<String> {
+    let mut paths = Vec::new();
+    for (variable, under_home) in [
+        ("XDG_CONFIG_HOME", ".config"),
+        ("XDG_DATA_HOME", ".local/share"),
+        ("XDG_STATE_HOME", ".local/state"),
+    ] {
+        if let Some(base) = caller.variable(variable).filter(|d| d.starts_with('/')) {
+            paths.push(Path::new(base).join("corral"));
+        }
+        if let Some(home) = &caller.home {
+            paths.push(home.join(under_home).join("corral"));
+        }
+    }
+    paths.extend(args.ca_dir.iter().cloned());
+    paths.extend(
+        args.git_token
+            .iter()
+            .filter_map(|spec| spec.split_once("=file:"))
+            .map(|(_, file)| PathBuf::from(file)),
+    );
+    paths.extend(args.hide.iter().cloned());
+    // Missing paths are fine: the plan hides what exists.
+    paths
+        .iter()
+        .map(|p| caller.cwd.join(p).to_string_lossy().into_owned())
+        .collect()
 }
 
 fn absolute_all(paths: &[PathBuf], cwd: &Path) -> anyhow::Result<Vec<String>> {

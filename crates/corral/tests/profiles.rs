@@ -284,3 +284,76 @@ fn host_tmp_is_not_the_sandbox_tmp() {
         );
     }
 }
+
+#[test]
+fn corrals_own_state_and_named_paths_are_hidden_even_in_full() {
+    for caller in Caller::all() {
+        let home = TestDir::new(caller);
+        let state = [
+            ".config/corral/credentials.toml",
+            ".local/share/corral/corral.db",
+            ".local/share/corral/sandboxes/someone-else/workspace/notes.txt",
+            ".local/state/corral/audit.jsonl",
+        ];
+        for file in state {
+            home.write(caller, file, "PRIVATE-CORRAL-STATE");
+        }
+        let elsewhere = TestDir::new(caller);
+        let token = elsewhere.write(caller, "tokens/github", "PRIVATE-TOKEN");
+        let extra = elsewhere.write(caller, "gateway-data/corral.db", "PRIVATE-DATA-DIR");
+        let ws = TestDir::new(caller);
+        let mut reads: Vec<String> = state
+            .iter()
+            .map(|f| home.path().join(f).display().to_string())
+            .collect();
+        reads.push(token.display().to_string());
+        reads.push(extra.display().to_string());
+        let out = corral(caller)
+            .args(["run", "--profile", "full", "--git-token"])
+            .args([&format!("example.com=file:{}", token.display())])
+            .args(["--hide"])
+            .args([&elsewhere.path().join("gateway-data").display().to_string()])
+            .args(["--", "cat"])
+            .args(&reads)
+            .env("HOME", &home.path().display().to_string())
+            .current_dir(ws.path())
+            .output();
+        let all = format!("{}{}", out.stdout_text(), out.stderr_text());
+        assert!(!all.contains("PRIVATE"), "{caller:?}: {all}");
+        // Each read failed because the file was hidden, not because cat never ran.
+        assert_eq!(
+            all.matches("cat: ").count(),
+            reads.len(),
+            "{caller:?}: {all}"
+        );
+        assert!(std::fs::read_to_string(&token).unwrap().contains("PRIVATE"));
+    }
+}
+
+#[test]
+fn home_secrets_are_hidden_in_every_home_when_home_is_unset() {
+    if !corral_testkit::is_root() {
+        eprintln!("skipped: needs root to make a home under /home");
+        return;
+    }
+    let home = tempfile::Builder::new()
+        .prefix("corral-test-home-")
+        .tempdir_in("/home")
+        .unwrap();
+    let secret = home.path().join(".aws/credentials");
+    std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+    std::fs::write(&secret, "PRIVATE-KEY-MATERIAL").unwrap();
+    for dir in [home.path(), secret.parent().unwrap()] {
+        std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let ws = TestDir::new(Caller::Root);
+    let mut command = corral(Caller::Root)
+        .args(["run", "--profile", "full", "--", "cat"])
+        .args([&secret.display().to_string()])
+        .current_dir(ws.path())
+        .command();
+    let out = command.env_remove("HOME").output().unwrap();
+    let all = format!("{}{}", out.stdout_text(), out.stderr_text());
+    assert!(!all.contains("PRIVATE"), "{all}");
+    assert!(all.contains("cat: "), "{all}");
+}

@@ -156,6 +156,7 @@ struct Watched {
 pub struct Runtime {
     store: Arc<Store>,
     profiles: BTreeMap<String, PathBuf>,
+    data_dir: PathBuf,
     sandboxes_dir: PathBuf,
     ca_dir: PathBuf,
     corral: PathBuf,
@@ -172,6 +173,7 @@ impl Runtime {
         Self {
             store,
             profiles: config.profiles.clone(),
+            data_dir: data_dir.clone(),
             sandboxes_dir: data_dir.join("sandboxes"),
             ca_dir: data_dir.join("ca"),
             corral,
@@ -351,12 +353,17 @@ impl Runtime {
             .arg(paths.audit())
             .arg("--ca-dir")
             .arg(&self.ca_dir)
+            // The data dir holds the store and every other sandbox's workspace.
+            .arg("--hide")
+            .arg(&self.data_dir)
             .arg("--")
             .args(agent_command(&sandbox.agent))
             .current_dir(&paths.dir)
             // The gateway's environment may hold its admin token; corral run needs none of it.
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            // Where the gateway's user keeps secrets: corral run hides them from the sandbox.
+            .envs(home_variables())
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -592,6 +599,16 @@ impl Runtime {
         });
         ended_rx
     }
+}
+
+/// The gateway's `HOME` and XDG base directories, which `corral run` needs to find (and hide)
+/// the credentials in the gateway user's home; nothing else of the gateway's environment
+/// (its admin token, say) reaches a sandbox's process.
+fn home_variables() -> Vec<(&'static str, std::ffi::OsString)> {
+    ["HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"]
+        .into_iter()
+        .filter_map(|name| std::env::var_os(name).map(|value| (name, value)))
+        .collect()
 }
 
 /// The command a sandbox runs for an agent template.
