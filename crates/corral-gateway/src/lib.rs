@@ -28,6 +28,7 @@ pub mod runtime;
 mod server;
 pub mod store;
 pub mod validate;
+mod web;
 
 pub use config::{Config, ConfigError, ConfigLayer, LogFormat, Secret};
 pub use server::{AdminBootstrap, GatewayError, Ready, init_logging, run};

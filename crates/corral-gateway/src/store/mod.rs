@@ -7,6 +7,7 @@
 
 mod sandboxes;
 mod users;
+mod web_sessions;
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -18,6 +19,7 @@ use rusqlite::Connection;
 
 pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
 pub use users::{Role, TokenInfo, User};
+pub use web_sessions::WebSession;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "corral.db";
@@ -58,6 +60,14 @@ CREATE TABLE sandboxes (
 ALTER TABLE sandboxes ADD COLUMN pid INTEGER;
 ALTER TABLE sandboxes ADD COLUMN start_time INTEGER;
 ALTER TABLE sandboxes ADD COLUMN exit_code INTEGER;
+"#,
+    r#"
+CREATE TABLE web_sessions (
+    hash    TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf    TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -189,6 +199,11 @@ impl Store {
         // single statement or a transaction that rolls back when dropped.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    now()
 }
 
 /// Seconds since the Unix epoch.
