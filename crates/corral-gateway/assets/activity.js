@@ -37,7 +37,8 @@
     tr.className = `decision-${event.decision}`;
     const policies = (event.policies || []).join(', ') + ((event.errors || []).length ? ` (${event.errors.join('; ')})` : '');
     const cells = [
-      (event.time || '').replace('T', ' ').replace('Z', ''),
+      // The time of day; the full timestamp is the cell's tooltip.
+      (event.time || '').replace(/^.*T/, '').replace('Z', ''),
       LABELS[event.decision] || event.decision,
       event.action,
       event.resource,
@@ -48,6 +49,7 @@
       td.textContent = text;
       tr.append(td);
     }
+    tr.cells[0].title = event.time || '';
     tr.hidden = !matches(tr);
     tbody.prepend(tr);
   }

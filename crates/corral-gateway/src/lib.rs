@@ -1,6 +1,6 @@
 //! corral's gateway, the server behind `corral up`: its configuration, its store (SQLite), who
 //! may call it (API tokens, passwords, a trusted auth proxy's header) and the HTTP API under
-//! `/api/v1`.
+//! `/api/v1`, and the web page at `/` (sign in, session picker, terminal, activity, admin).
 //!
 //! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
 //! which outlives the gateway and is adopted again when it restarts; a repo session's first

@@ -128,7 +128,11 @@ impl Browser {
 
     async fn sign_in(&self, gw: &Gateway, email: &str) {
         self.goto(&format!("{}/login", gw.url)).await;
-        self.wait_for("#email").await.send_keys(email).await.unwrap();
+        self.wait_for("#email")
+            .await
+            .send_keys(email)
+            .await
+            .unwrap();
         self.wait_for("#password")
             .await
             .send_keys(PASSWORD)
@@ -143,7 +147,11 @@ impl Browser {
     }
 
     async fn sign_out(&self) {
-        self.wait_for("form.signout button").await.click().await.unwrap();
+        self.wait_for("form.signout button")
+            .await
+            .click()
+            .await
+            .unwrap();
         self.wait_for("#email").await;
     }
 
@@ -257,7 +265,12 @@ async fn a_person_runs_a_session_from_the_browser() {
     b.sign_in(&gw, "alice@example.com").await;
     assert!(b.text("#main").await.contains("No sessions yet"));
     let profiles = b.text("fieldset.profiles").await;
-    for line in ["full", "moderate", "restricted", "local — restricted, plus the local git server"] {
+    for line in [
+        "full",
+        "moderate",
+        "restricted",
+        "local — restricted, plus the local git server",
+    ] {
         assert!(profiles.contains(line), "{line:?} in {profiles}");
     }
 
@@ -296,9 +309,10 @@ async fn a_person_runs_a_session_from_the_browser() {
         .unwrap()
         .expect("the progress page names its sandbox");
     let terminal = format!("/sessions/{id}/terminal");
-    until("the page opens the terminal once the session is ready", || async {
-        b.path().await == terminal
-    })
+    until(
+        "the page opens the terminal once the session is ready",
+        || async { b.path().await == terminal },
+    )
     .await;
     let (_, record) = sandbox(&gw, &admin, &id);
     assert_eq!(record["state"], "running", "{record}");
@@ -310,13 +324,20 @@ async fn a_person_runs_a_session_from_the_browser() {
         &admin,
         json!({ "argv": ["sh", "-c", "git branch --show-current"] }),
     );
-    assert_eq!((status, out["stdout"].as_str()), (200, Some("ai/web\n")), "{out}");
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("ai/web\n")),
+        "{out}"
+    );
 
     // The list shows it running, with its profile.
     b.goto(&gw.url).await;
     let row = format!("li.session[data-sandbox=\"{id}\"][data-state=running]");
     let text = b.text(&row).await;
-    assert!(text.contains("profile local") && text.contains(&repo), "{text}");
+    assert!(
+        text.contains("profile local") && text.contains(&repo),
+        "{text}"
+    );
     b.screenshot("web-sessions").await;
     b.client.set_window_size(390, 844).await.unwrap();
     b.screenshot("web-sessions-phone").await;
@@ -328,7 +349,11 @@ async fn a_person_runs_a_session_from_the_browser() {
         &admin,
         json!({ "argv": ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "http://denied.example.com/"] }),
     );
-    assert_eq!((status, out["stdout"].as_str()), (200, Some("403")), "{out}");
+    assert_eq!(
+        (status, out["stdout"].as_str()),
+        (200, Some("403")),
+        "{out}"
+    );
     b.goto(&format!("{}/sessions/{id}/activity", gw.url)).await;
     let denied = b.text("#events tr.decision-deny").await;
     assert!(
@@ -376,7 +401,11 @@ async fn a_person_runs_a_session_from_the_browser() {
         statuses[1].as_str().unwrap().contains("X-CSRF-Token"),
         "{statuses}"
     );
-    assert_eq!(statuses[2], json!(404), "with the token, the call goes through: {statuses}");
+    assert_eq!(
+        statuses[2],
+        json!(404),
+        "with the token, the call goes through: {statuses}"
+    );
     b.run(
         "const form = document.createElement('form');
          form.method = 'post'; form.action = '/logout';
@@ -386,7 +415,11 @@ async fn a_person_runs_a_session_from_the_browser() {
     assert!(b.text("p.error").await.contains("CSRF token"));
     b.goto(&gw.url).await;
     b.wait_for("#new-session").await;
-    assert_eq!(b.path().await, "/", "still signed in after the refused sign-out");
+    assert_eq!(
+        b.path().await,
+        "/",
+        "still signed in after the refused sign-out"
+    );
 
     // Another user never sees alice's session, not even by its URL.
     b.sign_out().await;
@@ -409,7 +442,11 @@ async fn a_person_runs_a_session_from_the_browser() {
     // An admin sees everyone's sessions and adds a user, whose first token is shown once.
     b.sign_in(&gw, "admin2@example.com").await;
     b.goto(&format!("{}/admin", gw.url)).await;
-    assert!(b.text("#sessions").await.contains("owner alice@example.com"));
+    assert!(
+        b.text("#sessions")
+            .await
+            .contains("owner alice@example.com")
+    );
     b.wait_for("#add-user input[name=email]")
         .await
         .send_keys("carol@example.com")
@@ -420,7 +457,11 @@ async fn a_person_runs_a_session_from_the_browser() {
         .click()
         .await
         .unwrap();
-    assert!(b.text("#add-user-result code.token").await.starts_with("corral_"));
+    assert!(
+        b.text("#add-user-result code.token")
+            .await
+            .starts_with("corral_")
+    );
     until("the users table lists the new user", || async {
         b.text("#users").await.contains("carol@example.com")
     })
@@ -430,7 +471,11 @@ async fn a_person_runs_a_session_from_the_browser() {
 
     // Alice stops and deletes her session from the list.
     b.sign_in(&gw, "alice@example.com").await;
-    b.wait_for(&format!("#stop-{id}")).await.click().await.unwrap();
+    b.wait_for(&format!("#stop-{id}"))
+        .await
+        .click()
+        .await
+        .unwrap();
     b.wait_for(&format!(
         "li.session[data-sandbox=\"{id}\"][data-state=stopped]"
     ))
@@ -459,12 +504,20 @@ async fn pages_carry_a_strict_content_security_policy() {
         .header("content-security-policy")
         .expect("a CSP header")
         .to_owned();
-    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(directive), "{directive} in {csp}");
     }
     assert!(!csp.contains("unsafe"), "{csp}");
     let page = response.into_string().unwrap();
-    assert!(!page.contains("<script>") && !page.contains("style="), "no inline script or style");
+    assert!(
+        !page.contains("<script>") && !page.contains("style="),
+        "no inline script or style"
+    );
     // Assets are served from hashed URLs, cacheable for a year.
     let css = page
         .split('"')
@@ -504,7 +557,11 @@ async fn the_terminal_runs_a_command_and_shows_its_output() {
         &[],
         None,
     );
-    assert_eq!((status, started["state"].as_str()), (200, Some("running")), "{started}");
+    assert_eq!(
+        (status, started["state"].as_str()),
+        (200, Some("running")),
+        "{started}"
+    );
 
     let b = Browser::start().await;
     b.sign_in(&gw, "alice@example.com").await;
@@ -526,4 +583,72 @@ async fn the_terminal_runs_a_command_and_shows_its_output() {
     .await;
     b.screenshot("web-terminal").await;
     b.close().await;
+}
+
+/// The page's HTML `<meta name="csrf-token">` value.
+fn csrf_of(page: &str) -> String {
+    let start = page
+        .find("name=\"csrf-token\" content=\"")
+        .expect("a CSRF meta tag")
+        + 27;
+    page[start..start + 64].to_owned()
+}
+
+#[test]
+fn behind_a_trusted_auth_proxy_arriving_is_signing_in() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(
+        Path::new(BIN),
+        &root.path().join("data"),
+        &["--trusted-proxy", "127.0.0.1"],
+        &[],
+    );
+    let page = ureq::get(&gw.url)
+        .set("X-Forwarded-Email", "dora@example.com")
+        .call()
+        .unwrap();
+    let cookie = page
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        cookie.starts_with("corral_session=")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let html = page.into_string().unwrap();
+    assert!(
+        html.contains("dora@example.com"),
+        "signed in as the proxy's user"
+    );
+    let csrf = csrf_of(&html);
+    let session = cookie.split(';').next().unwrap();
+
+    // The cookie alone is API auth for the page: reads work, unsafe calls need the token.
+    let (status, me) = call("GET", &gw.api("/me"), None, &[("Cookie", session)], None);
+    assert_eq!(
+        (status, me["email"].as_str()),
+        (200, Some("dora@example.com")),
+        "{me}"
+    );
+    let create =
+        |headers: &[(&str, &str)]| call("POST", &gw.api("/sandboxes"), None, headers, Some("{}"));
+    let (status, refused) = create(&[("Cookie", session)]);
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = create(&[("Cookie", session), ("X-CSRF-Token", &"0".repeat(64))]);
+    assert_eq!(status, 403, "a wrong token: {refused}");
+    let (status, created) = create(&[("Cookie", session), ("X-CSRF-Token", &csrf)]);
+    assert_eq!(status, 201, "{created}");
+    // Signing out (with the form's token) ends the cookie's session.
+    let form = format!("csrf={csrf}");
+    let form_type = ("Content-Type", "application/x-www-form-urlencoded");
+    let signed_out = ureq::post(&format!("{}/logout", gw.url))
+        .set("Cookie", session)
+        .set(form_type.0, form_type.1)
+        .send_string(&form)
+        .unwrap();
+    assert_eq!(signed_out.get_url(), format!("{}/login", gw.url));
+    let (status, body) = call("GET", &gw.api("/me"), None, &[("Cookie", session)], None);
+    assert_eq!(status, 401, "{body}");
 }

@@ -11,25 +11,22 @@ use super::session::Viewer;
 use super::{error_page, html, layout, sessions};
 use crate::api::{AppState, rfc3339};
 
-/// The viewer, if an admin; else the page that says only admins may look.
-fn admin_only(viewer: Viewer) -> Result<Viewer, Response> {
-    if viewer.is_admin() {
-        Ok(viewer)
-    } else {
-        Err(error_page(
-            Some(&viewer),
+/// For a viewer who is not an admin, the page that says only admins may look.
+fn refuse_non_admin(viewer: &Viewer) -> Option<Response> {
+    (!viewer.is_admin()).then(|| {
+        error_page(
+            Some(viewer),
             StatusCode::FORBIDDEN,
             "Only an admin may see this page. Ask your corral admin if you need users or tokens.",
-        ))
-    }
+        )
+    })
 }
 
 /// `GET /admin`.
 pub(super) async fn page(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let viewer = match admin_only(viewer) {
-        Ok(v) => v,
-        Err(page) => return page,
-    };
+    if let Some(page) = refuse_non_admin(&viewer) {
+        return page;
+    }
     let (sessions, users, tokens) = match (
         sessions::list_markup(&state, &viewer).await,
         users(&state).await,
@@ -73,7 +70,7 @@ pub(super) async fn page(State(state): State<AppState>, viewer: Viewer) -> Respo
 
 /// `GET /fragments/users` (admin).
 pub(super) async fn users_fragment(State(state): State<AppState>, viewer: Viewer) -> Response {
-    if let Err(page) = admin_only(viewer) {
+    if let Some(page) = refuse_non_admin(&viewer) {
         return page;
     }
     users(&state).await.map_or_else(|e| e, html)
@@ -81,10 +78,9 @@ pub(super) async fn users_fragment(State(state): State<AppState>, viewer: Viewer
 
 /// `GET /fragments/tokens` (admin).
 pub(super) async fn tokens_fragment(State(state): State<AppState>, viewer: Viewer) -> Response {
-    let viewer = match admin_only(viewer) {
-        Ok(v) => v,
-        Err(page) => return page,
-    };
+    if let Some(page) = refuse_non_admin(&viewer) {
+        return page;
+    }
     tokens(&state, &viewer).await.map_or_else(|e| e, html)
 }
 

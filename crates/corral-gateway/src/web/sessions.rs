@@ -29,8 +29,12 @@ pub(super) async fn home(State(state): State<AppState>, viewer: Viewer) -> Respo
     };
     let profiles = available_profiles(&state.config);
     let body = html! {
+        section {
+            h1 { @if viewer.is_admin() { "All sessions" } @else { "Your sessions" } }
+            (list_container(list))
+        }
         section.card {
-            h1 { "New session" }
+            h2 { "New session" }
             form #new-session data-create="" {
                 label {
                     "Repository URL"
@@ -60,10 +64,6 @@ pub(super) async fn home(State(state): State<AppState>, viewer: Viewer) -> Respo
                 p.error #create-error role="alert" hidden {}
             }
         }
-        section {
-            h2 { @if viewer.is_admin() { "All sessions" } @else { "Your sessions" } }
-            (list_container(list))
-        }
     };
     viewer.with_cookie(html(layout::page(Some(&viewer), "Sessions", &[], body)))
 }
@@ -92,7 +92,7 @@ pub(super) async fn list_markup(state: &AppState, viewer: &Viewer) -> Result<Mar
         .db(move |s| s.list_sandboxes(owner))
         .await
         .map_err(axum::response::IntoResponse::into_response)?;
-    sandboxes.sort_by(|a, b| b.created.cmp(&a.created));
+    sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created));
     Ok(list(&sandboxes, viewer))
 }
 
@@ -100,7 +100,7 @@ fn list(sandboxes: &[Sandbox], viewer: &Viewer) -> Markup {
     let now = unix_now();
     html! {
         @if sandboxes.is_empty() {
-            p.empty { "No sessions yet. Create one above: paste a repository URL, or leave it empty for a blank workspace." }
+            p.empty { "No sessions yet. Create one below: paste a repository URL, or leave it empty for a blank workspace." }
         } @else {
             ul.sessions {
                 @for s in sandboxes { (row(s, viewer, now)) }
@@ -115,7 +115,7 @@ fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
     html! {
         li.session data-sandbox=(s.id) data-state=(s.state) {
             div.title {
-                strong { (s.name) }
+                strong { (title(s)) }
                 span class={"state state-" (s.state)} { (s.state) }
             }
             p.meta {
@@ -146,6 +146,22 @@ fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
                     hx-confirm={"Delete " (s.name) "? Its workspace stays on the host."} { "Delete" }
             }
         }
+    }
+}
+
+/// What a session is called in the list: its name, or for a repo session still named by its
+/// id, the repo's name and branch.
+fn title(s: &Sandbox) -> String {
+    match (&s.repo, &s.branch) {
+        (Some(repo), Some(branch)) if s.name == s.id => {
+            let base = repo
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or(repo);
+            format!("{} @ {branch}", base.trim_end_matches(".git"))
+        }
+        _ => s.name.clone(),
     }
 }
 
