@@ -70,7 +70,10 @@
     step('clone', 'done');
     step('ready', 'done');
     step('open', 'active');
-    if (agent === 'shell') {
+    // An agent with no port (a shell) has no page of its own: its sandbox's `url` is null
+    // (a gateway without session hosts has no `url` at all; then only the shell has none).
+    const noPage = 'url' in started.body ? started.body.url === null : agent === 'shell';
+    if (noPage) {
       window.location.assign(`/sessions/${id}/terminal`);
       return;
     }

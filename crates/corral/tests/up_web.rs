@@ -314,6 +314,9 @@ async fn a_person_runs_a_session_from_the_browser() {
         || async { b.path().await == terminal },
     )
     .await;
+    // xterm.js and its canvas renderer load under the page's CSP.
+    b.wait_for("#terminal .xterm-helper-textarea").await;
+    b.wait_for("#terminal canvas").await;
     let (_, record) = sandbox(&gw, &admin, &id);
     assert_eq!(record["state"], "running", "{record}");
     assert_eq!(record["owner"], "alice@example.com", "{record}");

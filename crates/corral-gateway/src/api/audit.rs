@@ -16,6 +16,7 @@ use super::{ApiError, AppState, Path};
 
 /// Query of the audit endpoint.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AuditQuery {
     /// Keep the response open and send new decisions until the sandbox stops (or the
@@ -27,7 +28,7 @@ pub(super) struct AuditQuery {
 /// `GET /api/v1/sandboxes/{id}/audit`: every policy decision made for the sandbox (allowed
 /// and denied, with the deciding policies), one JSON object per line, newest last.
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/audit", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id"), AuditQuery), responses((status = 200, description = "the decisions, as NDJSON", content_type = "application/x-ndjson", body = String), (status = 400, description = "bad query", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody)))]
-pub(super) async fn stream(
+pub(super) async fn audit(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,

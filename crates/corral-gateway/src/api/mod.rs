@@ -98,8 +98,8 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/exec", post(lifecycle::exec))
         .route("/sandboxes/{id}/logs", get(lifecycle::logs))
         // web: the page's activity view and session picker
-        .route("/sandboxes/{id}/audit", get(audit::stream))
-        .route("/profiles", get(profiles::list));
+        .route("/sandboxes/{id}/audit", get(audit::audit))
+        .route("/profiles", get(profiles::list_profiles));
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::web::router())

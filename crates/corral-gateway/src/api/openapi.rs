@@ -28,8 +28,8 @@ use crate::store::Role;
         lifecycle::stop,
         lifecycle::exec,
         lifecycle::logs,
-        audit::stream,
-        profiles::list,
+        audit::audit,
+        profiles::list_profiles,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth)

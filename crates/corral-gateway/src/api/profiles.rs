@@ -43,7 +43,7 @@ pub fn available(config: &Config) -> Vec<ProfileView> {
 
 /// `GET /api/v1/profiles`: the profiles a sandbox may be created with.
 #[utoipa::path(get, path = "/api/v1/profiles", tag = "sandboxes", security(("bearer" = [])), responses((status = 200, body = Vec<ProfileView>), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
-pub(super) async fn list(
+pub(super) async fn list_profiles(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<Json<Vec<ProfileView>>, ApiError> {
