@@ -92,14 +92,18 @@
       // A network blip: the state check below decides what next.
     }
     applyFilters();
-    const record = await api('GET', `/api/v1/sandboxes/${id}`);
-    if (record.ok && record.body.state === 'running') {
-      status.textContent = 'Reconnecting…';
-      setTimeout(follow, 1000);
-    } else {
+    // The stream ended: the sandbox stopped, or the network blipped. Follow again as soon
+    // as it runs (the file is read again from its start; lines already shown are skipped).
+    for (;;) {
+      const record = await api('GET', `/api/v1/sandboxes/${id}`);
+      if (record.ok && record.body.state === 'running') {
+        status.textContent = 'Reconnecting…';
+        setTimeout(follow, 1000);
+        return;
+      }
       const state = record.ok ? record.body.state : 'unreachable';
       status.textContent = `The session is ${state}: these are its recorded decisions. New ones appear here once it runs again.`;
-      setTimeout(follow, 5000);
+      await new Promise((resolve) => { setTimeout(resolve, 5000); });
     }
   }
 

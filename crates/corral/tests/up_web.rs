@@ -300,20 +300,18 @@ async fn a_person_runs_a_session_from_the_browser() {
         .click()
         .await
         .unwrap();
-    b.wait_for("#progress").await;
-    let id = b
-        .wait_for("#progress")
-        .await
-        .attr("data-sandbox")
-        .await
-        .unwrap()
-        .expect("the progress page names its sandbox");
-    let terminal = format!("/sessions/{id}/terminal");
+    // The progress page (/sessions/ID/open) moves on to /sessions/ID/terminal once ready.
     until(
         "the page opens the terminal once the session is ready",
-        || async { b.path().await == terminal },
+        || async { b.path().await.ends_with("/terminal") },
     )
     .await;
+    let path = b.path().await;
+    let id = path
+        .strip_prefix("/sessions/")
+        .and_then(|p| p.strip_suffix("/terminal"))
+        .expect("/sessions/ID/terminal")
+        .to_owned();
     // xterm.js and its canvas renderer load under the page's CSP.
     b.wait_for("#terminal .xterm-helper-textarea").await;
     b.wait_for("#terminal canvas").await;
@@ -346,7 +344,14 @@ async fn a_person_runs_a_session_from_the_browser() {
     b.screenshot("web-sessions-phone").await;
     b.client.set_window_size(1100, 800).await.unwrap();
 
-    // A connection the profile denies appears in the activity view, with its policy.
+    // A connection the profile denies appears live in the open activity view, with the
+    // policy that decided.
+    b.goto(&format!("{}/sessions/{id}/activity", gw.url)).await;
+    until("the activity view follows the sandbox", || async {
+        b.text("#activity-status").await.contains("Following live")
+    })
+    .await;
+    assert!(!b.has("#events tr.decision-deny").await, "no denial yet");
     let (status, out) = post(
         &gw.api(&format!("/sandboxes/{id}/exec")),
         &admin,
@@ -357,12 +362,11 @@ async fn a_person_runs_a_session_from_the_browser() {
         (200, Some("403")),
         "{out}"
     );
-    b.goto(&format!("{}/sessions/{id}/activity", gw.url)).await;
     let denied = b.text("#events tr.decision-deny").await;
     assert!(
         denied.contains("denied")
             && denied.contains("denied.example.com")
-            && denied.contains("deny"),
+            && denied.contains("default-deny"),
         "the denial names the host and the deciding policy: {denied}"
     );
     assert!(
