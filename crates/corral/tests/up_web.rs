@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use corral_testkit::gateway::{SandboxReaper, call, get, post};
 use corral_testkit::{Gateway, GitServer};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -476,7 +477,7 @@ async fn a_person_runs_a_session_from_the_browser() {
     b.screenshot("web-admin").await;
     b.sign_out().await;
 
-    // Alice stops and deletes her session from the list.
+    // Alice stops, starts and deletes her session from the list.
     b.sign_in(&gw, "alice@example.com").await;
     b.wait_for(&format!("#stop-{id}"))
         .await
@@ -488,6 +489,15 @@ async fn a_person_runs_a_session_from_the_browser() {
     ))
     .await;
     assert_eq!(sandbox(&gw, &admin, &id).1["state"], "stopped");
+    b.wait_for(&format!("#start-{id}"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for(&format!(
+        "li.session[data-sandbox=\"{id}\"][data-state=running]"
+    ))
+    .await;
     b.wait_for(&format!("#delete-{id}"))
         .await
         .click()
@@ -579,7 +589,10 @@ async fn the_terminal_runs_a_command_and_shows_its_output() {
     .await;
     b.wait_for(".xterm-helper-textarea")
         .await
-        .send_keys("echo web-$((6*7)) in $PWD\n")
+        .send_keys(&format!(
+            "echo web-$((6*7)) in $PWD{}",
+            char::from(Key::Enter)
+        ))
         .await
         .unwrap();
     until("the command's output is on the screen", || async {

@@ -137,6 +137,10 @@ fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
                     a.button #{"terminal-" (s.id)} href={"/sessions/" (s.id) "/terminal"} { "Terminal" }
                 }
                 a.button #{"activity-" (s.id)} href={"/sessions/" (s.id) "/activity"} { "Activity" }
+                @if !running && s.state != "stopping" {
+                    button #{"start-" (s.id)} type="button" hx-post={(api) "/start"} hx-swap="none"
+                        hx-disabled-elt="this" data-refresh="" { "Start" }
+                }
                 @if running {
                     button #{"stop-" (s.id)} type="button" hx-post={(api) "/stop"} hx-swap="none"
                         hx-disabled-elt="this" data-refresh="" { "Stop" }
