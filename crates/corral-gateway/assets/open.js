@@ -55,10 +55,15 @@
     const started = await api('POST', `/api/v1/sandboxes/${id}/start`);
     done.value = true;
     if (!started.ok) {
-      const hint = started.body && started.body.error && started.body.error.code === 'clone_failed'
-        ? 'Check the repository URL and branch, and that the profile allows its host (see Activity for the denial).'
-        : '';
-      await fail(started.message, hint);
+      const cloneFailed = started.body && started.body.error && started.body.error.code === 'clone_failed';
+      if (cloneFailed) {
+        // The sandbox did start: it was the clone inside it that failed.
+        step('start', 'done');
+        step('clone', 'active');
+      }
+      await fail(started.message, cloneFailed
+        ? 'Check the repository URL and branch, and that the profile allows its host (see Activity for a denial).'
+        : '');
       return;
     }
     if (started.body.state !== 'running') {

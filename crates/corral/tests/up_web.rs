@@ -444,6 +444,33 @@ async fn a_person_runs_a_session_from_the_browser() {
     assert_eq!(status, json!(404));
     b.goto(&format!("{}/admin", gw.url)).await;
     assert!(b.text("p.error").await.contains("Only an admin"));
+
+    // A repo that cannot be cloned: the progress page says why and what to check.
+    b.goto(&gw.url).await;
+    b.wait_for("input[name=repo]")
+        .await
+        .send_keys(&repo.replace("app.git", "missing.git"))
+        .await
+        .unwrap();
+    b.wait_for("input[name=profile][value=local]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    b.wait_for("#new-session button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let error = b.text("#open-error:not([hidden])").await;
+    assert!(error.contains("cannot clone"), "{error}");
+    assert!(
+        b.text("#open-hint")
+            .await
+            .contains("Check the repository URL")
+    );
+    assert!(b.has("#step-clone[data-status=failed]").await);
+    b.screenshot("web-open-failed").await;
     b.goto(&gw.url).await;
     b.sign_out().await;
 

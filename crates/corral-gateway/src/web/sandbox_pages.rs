@@ -9,6 +9,7 @@ use corral_policy::Profile;
 use maud::{Markup, html};
 
 use super::session::Viewer;
+use super::sessions::title;
 use super::{error_page, html, layout};
 use crate::api::AppState;
 use crate::store::Sandbox;
@@ -35,7 +36,7 @@ async fn visible(state: &AppState, viewer: &Viewer, id: String) -> Result<Sandbo
 fn heading(s: &Sandbox, what: &str) -> Markup {
     html! {
         div.pagehead {
-            h1 { (what) ": " (s.name) }
+            h1 { (what) ": " (title(s)) }
             nav.tabs aria-label="Session" {
                 a href={"/sessions/" (s.id) "/open"} { "Open" }
                 a href={"/sessions/" (s.id) "/terminal"} { "Terminal" }
@@ -69,8 +70,8 @@ pub(super) async fn open(
                 li #step-open data-status="pending" { "Opening " (s.agent) }
             }
             p.error #open-error role="alert" hidden {}
-            pre.log #open-log hidden {}
             p.hint #open-hint hidden {}
+            pre.log #open-log hidden {}
         }
     };
     viewer.with_cookie(html(layout::page(

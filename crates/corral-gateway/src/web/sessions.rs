@@ -155,7 +155,7 @@ fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
 
 /// What a session is called in the list: its name, or for a repo session still named by its
 /// id, the repo's name and branch.
-fn title(s: &Sandbox) -> String {
+pub(super) fn title(s: &Sandbox) -> String {
     match (&s.repo, &s.branch) {
         (Some(repo), Some(branch)) if s.name == s.id => {
             let base = repo
