@@ -202,12 +202,7 @@ impl Store {
 }
 
 /// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    now()
-}
-
-/// Seconds since the Unix epoch.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

@@ -150,7 +150,7 @@ pub(super) async fn begin(
     let value = random_hex(32).map_err(|e| ApiError::internal(&e))?;
     let csrf = random_hex(32).map_err(|e| ApiError::internal(&e))?;
     let hash = token_hash(&value);
-    let expires = crate::store::unix_now() + LIFETIME.as_secs() as i64;
+    let expires = crate::store::now() + LIFETIME.as_secs() as i64;
     let (user_id, token) = (user.id, csrf.clone());
     state
         .db(move |s| s.create_web_session(&hash, user_id, &token, expires))

@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use super::session::Viewer;
 use super::{html, layout};
 use crate::api::{AppState, available_profiles};
-use crate::store::{Sandbox, unix_now};
+use crate::store::{Sandbox, now};
 
 /// The built-in agents, offered until the gateway lists its own (`GET /api/v1/agents`).
 const AGENTS: &[(&str, &str)] = &[
@@ -97,7 +97,7 @@ pub(super) async fn list_markup(state: &AppState, viewer: &Viewer) -> Result<Mar
 }
 
 fn list(sandboxes: &[Sandbox], viewer: &Viewer) -> Markup {
-    let now = unix_now();
+    let now = now();
     html! {
         @if sandboxes.is_empty() {
             p.empty { "No sessions yet. Create one below: paste a repository URL, or leave it empty for a blank workspace." }
