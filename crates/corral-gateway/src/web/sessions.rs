@@ -4,7 +4,7 @@
 //! refreshes itself every few seconds (htmx); actions call the API.
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 
 use super::session::Viewer;
@@ -27,7 +27,12 @@ pub(super) async fn home(State(state): State<AppState>, viewer: Viewer) -> Respo
         Ok(list) => list,
         Err(response) => return response,
     };
-    let profiles = available_profiles(&state.config);
+    // Configured profiles are files: read them off the async threads.
+    let config = state.config.clone();
+    let profiles = match tokio::task::spawn_blocking(move || available_profiles(&config)).await {
+        Ok(profiles) => profiles,
+        Err(e) => return crate::api::ApiError::internal(&e).into_response(),
+    };
     let body = html! {
         section {
             h1 { @if viewer.is_admin() { "All sessions" } @else { "Your sessions" } }
@@ -91,7 +96,7 @@ pub(super) async fn list_markup(state: &AppState, viewer: &Viewer) -> Result<Mar
     let mut sandboxes = state
         .db(move |s| s.list_sandboxes(owner))
         .await
-        .map_err(axum::response::IntoResponse::into_response)?;
+        .map_err(IntoResponse::into_response)?;
     sandboxes.sort_by_key(|s| std::cmp::Reverse(s.created));
     Ok(list(&sandboxes, viewer))
 }
