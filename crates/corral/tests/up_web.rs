@@ -35,6 +35,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// A browser with extra Chromium flags.
+    async fn start_with(extra: &[&str]) -> Self {
         for tool in [CHROMIUM, CHROMEDRIVER] {
             assert!(
                 Path::new(tool).exists(),
@@ -52,13 +57,14 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
+        let profile = tempfile::tempdir().unwrap();
         let deadline = Instant::now() + LIMIT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not listen");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let profile = tempfile::tempdir().unwrap();
-        let args = [
+        let profile_dir = format!("--user-data-dir={}", profile.path().display());
+        let mut args = vec![
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -68,8 +74,9 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--window-size=1100,800",
-            &format!("--user-data-dir={}", profile.path().display()),
+            &profile_dir,
         ];
+        args.extend_from_slice(extra);
         let mut capabilities = serde_json::Map::new();
         capabilities.insert(
             "goog:chromeOptions".into(),
@@ -575,6 +582,30 @@ async fn pages_carry_a_strict_content_security_policy() {
     // The API keeps its JSON errors for a caller without credentials.
     let (status, body) = call("GET", &gw.api("/profiles"), None, &[], None);
     assert_eq!(status, 401, "{body}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_page_follows_the_system_light_or_dark_theme() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = Gateway::fresh(Path::new(BIN), root.path());
+    let background = "return getComputedStyle(document.body).backgroundColor;";
+    for (flags, expected, screenshot) in [
+        (&[][..], "rgb(246, 247, 249)", None),
+        (
+            &["--force-dark-mode"][..],
+            "rgb(13, 16, 20)",
+            Some("web-sign-in-dark"),
+        ),
+    ] {
+        let b = Browser::start_with(flags).await;
+        b.goto(&format!("{}/login", gw.url)).await;
+        b.wait_for("#email").await;
+        assert_eq!(b.run(background).await, json!(expected), "{flags:?}");
+        if let Some(name) = screenshot {
+            b.screenshot(name).await;
+        }
+        b.close().await;
+    }
 }
 
 /// Needs the attach WebSocket (`GET /api/v1/sandboxes/{id}/attach`, branch `attach`).
