@@ -106,12 +106,20 @@ impl Browser {
 
     /// The first element matching `css`, waiting for it to appear.
     async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
-        self.client
+        match self
+            .client
             .wait()
             .at_most(LIMIT)
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no {css} within {LIMIT:?}: {e}"))
+        {
+            Ok(element) => element,
+            Err(e) => {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                let page = self.client.source().await.unwrap_or_default();
+                panic!("no {css} within {LIMIT:?} ({e}) on {url:?}:\n{page}")
+            }
+        }
     }
 
     async fn has(&self, css: &str) -> bool {
@@ -323,6 +331,11 @@ async fn a_person_runs_a_session_from_the_browser() {
     // xterm.js and its canvas renderer load under the page's CSP.
     b.wait_for("#terminal .xterm-helper-textarea").await;
     b.wait_for("#terminal canvas").await;
+    until("the terminal script reports its connection", || async {
+        let status = b.text("#terminal-status").await;
+        status.contains("Connected") || status.contains("reconnecting")
+    })
+    .await;
     let (_, record) = sandbox(&gw, &admin, &id);
     assert_eq!(record["state"], "running", "{record}");
     assert_eq!(record["owner"], "alice@example.com", "{record}");
@@ -452,11 +465,12 @@ async fn a_person_runs_a_session_from_the_browser() {
     b.goto(&format!("{}/admin", gw.url)).await;
     assert!(b.text("p.error").await.contains("Only an admin"));
 
-    // A repo that cannot be cloned: the progress page says why and what to check.
+    // A repo on a host the profile denies cannot be cloned: the progress page says why and
+    // what to check.
     b.goto(&gw.url).await;
     b.wait_for("input[name=repo]")
         .await
-        .send_keys(&repo.replace("app.git", "missing.git"))
+        .send_keys("http://denied.example.com/acme/app.git")
         .await
         .unwrap();
     b.wait_for("input[name=profile][value=local]")
@@ -470,7 +484,10 @@ async fn a_person_runs_a_session_from_the_browser() {
         .await
         .unwrap();
     let error = b.text("#open-error:not([hidden])").await;
-    assert!(error.contains("cannot clone"), "{error}");
+    assert!(
+        error.contains("cannot clone") && error.contains("403"),
+        "{error}"
+    );
     assert!(
         b.text("#open-hint")
             .await
