@@ -122,6 +122,19 @@ impl Browser {
         }
     }
 
+    /// Clicks the element matching `css`, finding it again if the page replaced it in
+    /// between (the sessions list refreshes itself).
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            match self.wait_for(css).await.click().await {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "cannot click {css}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn has(&self, css: &str) -> bool {
         self.client.find(Locator::Css(css)).await.is_ok()
     }
@@ -530,30 +543,18 @@ async fn a_person_runs_a_session_from_the_browser() {
 
     // Alice stops, starts and deletes her session from the list.
     b.sign_in(&gw, "alice@example.com").await;
-    b.wait_for(&format!("#stop-{id}"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click(&format!("#stop-{id}")).await;
     b.wait_for(&format!(
         "li.session[data-sandbox=\"{id}\"][data-state=stopped]"
     ))
     .await;
     assert_eq!(sandbox(&gw, &admin, &id).1["state"], "stopped");
-    b.wait_for(&format!("#start-{id}"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click(&format!("#start-{id}")).await;
     b.wait_for(&format!(
         "li.session[data-sandbox=\"{id}\"][data-state=running]"
     ))
     .await;
-    b.wait_for(&format!("#delete-{id}"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    b.click(&format!("#delete-{id}")).await;
     b.client.accept_alert().await.unwrap();
     until("the list is empty again", || async {
         b.text("#sessions").await.contains("No sessions yet")
