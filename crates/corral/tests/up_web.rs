@@ -736,6 +736,26 @@ fn behind_a_trusted_auth_proxy_arriving_is_signing_in() {
     assert_eq!(status, 403, "a wrong token: {refused}");
     let (status, created) = create(&[("Cookie", session), ("X-CSRF-Token", &csrf)]);
     assert_eq!(status, 201, "{created}");
+    // A WebSocket upgrade with the cookie must come from the page's own origin.
+    let host = gw.url.strip_prefix("http://").unwrap();
+    let upgrade = |origin: &str| {
+        call(
+            "GET",
+            &gw.api("/me"),
+            None,
+            &[
+                ("Cookie", session),
+                ("Upgrade", "websocket"),
+                ("Origin", origin),
+            ],
+            None,
+        )
+    };
+    let (status, refused) = upgrade("http://evil.example");
+    assert_eq!(status, 403, "another site's WebSocket: {refused}");
+    let (status, me) = upgrade(&format!("http://{host}"));
+    assert_eq!(status, 200, "the page's own WebSocket: {me}");
+
     // Signing out (with the form's token) ends the cookie's session.
     let form = format!("csrf={csrf}");
     let form_type = ("Content-Type", "application/x-www-form-urlencoded");
