@@ -8,6 +8,7 @@
 //! there (the README's come from `CORRAL_WEB_SCREENSHOTS=docs`).
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,12 +26,22 @@ const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const LIMIT: Duration = Duration::from_secs(90);
 const PASSWORD: &str = "correct horse battery";
 
-/// chromedriver on a free port, and a browser session with a fresh profile. Both end when
-/// dropped (the session by [`Browser::close`]).
+/// chromedriver on a free port, and a browser session with a fresh profile. [`Browser::close`]
+/// ends the session; dropping it ends chromedriver and its browsers.
 struct Browser {
     client: Client,
     driver: Child,
     _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    /// Ends chromedriver and every browser process it started, even after a failed test.
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
+        let _ = self.driver.wait();
+    }
 }
 
 impl Browser {
@@ -53,6 +64,8 @@ impl Browser {
             .port();
         let driver = Command::new(CHROMEDRIVER)
             .arg(format!("--port={port}"))
+            // Its own process group, with the browsers it starts: killed together on drop.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -94,10 +107,8 @@ impl Browser {
         }
     }
 
-    async fn close(mut self) {
+    async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
     }
 
     async fn goto(&self, url: &str) {
