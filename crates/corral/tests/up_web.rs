@@ -306,9 +306,9 @@ async fn a_person_runs_a_session_from_the_browser() {
     assert!(b.text("#main").await.contains("No sessions yet"));
     let profiles = b.text("fieldset.profiles").await;
     for line in [
-        "full",
-        "moderate",
-        "restricted",
+        "full — Whole host read-only",
+        "moderate — System + toolchains read-only",
+        "restricted — System dirs + workspace only",
         "local — restricted, plus the local git server",
     ] {
         assert!(profiles.contains(line), "{line:?} in {profiles}");
