@@ -1,6 +1,6 @@
 //! corral's gateway, the server behind `corral up`: its configuration, its store (SQLite), who
 //! may call it (API tokens, passwords, a trusted auth proxy's header) and the HTTP API under
-//! `/api/v1`.
+//! `/api/v1`, and the web page at `/` (sign in, session picker, terminal, activity, admin).
 //!
 //! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
 //! which outlives the gateway and is adopted again when it restarts; a repo session's first
@@ -28,6 +28,7 @@ pub mod runtime;
 mod server;
 pub mod store;
 pub mod validate;
+mod web;
 
 pub use config::{Config, ConfigError, ConfigLayer, LogFormat, Secret};
 pub use server::{AdminBootstrap, GatewayError, Ready, init_logging, run};

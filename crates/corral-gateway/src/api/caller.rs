@@ -76,15 +76,21 @@ impl FromRequestParts<AppState> for Caller {
                             ApiError::unauthorized("invalid token (unknown or revoked)")
                         })?
                 }
-                None => {
-                    return Err(ApiError::unauthorized(match identity {
-                        Some((name, _)) => format!(
-                            "{name} is ignored from this address (not in trusted_proxies); \
-                             send Authorization: Bearer <token>"
-                        ),
-                        None => "missing credentials: send Authorization: Bearer <token>".into(),
-                    }));
-                }
+                // The web page's session cookie, with its CSRF and Origin checks.
+                None => match crate::web::cookie_caller(parts, state).await? {
+                    Some(user) => user,
+                    None => {
+                        return Err(ApiError::unauthorized(match identity {
+                            Some((name, _)) => format!(
+                                "{name} is ignored from this address (not in trusted_proxies); \
+                                 send Authorization: Bearer <token>"
+                            ),
+                            None => "missing credentials: send Authorization: Bearer <token>, \
+                                     or sign in on the gateway's page"
+                                .into(),
+                        }));
+                    }
+                },
             },
         };
         tracing::Span::current().record("user", user.email.as_str());
@@ -94,7 +100,7 @@ impl FromRequestParts<AppState> for Caller {
 
 /// The user a trusted proxy vouches for, created as a plain user on first sight: the proxy
 /// already decided who may sign in.
-fn user_for_proxy_email(store: &crate::store::Store, email: &str) -> Result<User, StoreError> {
+pub fn user_for_proxy_email(store: &crate::store::Store, email: &str) -> Result<User, StoreError> {
     if let Some(user) = store.user_by_email(email)? {
         return Ok(user);
     }

@@ -176,8 +176,26 @@ pub(super) async fn logs(
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sandbox = visible(&state, &caller, id).await?;
     let path = state.runtime.log_file(&sandbox.id);
+    Ok(file_stream(
+        &state,
+        sandbox.id,
+        path,
+        query.follow,
+        "text/plain; charset=utf-8",
+    ))
+}
+
+/// The file at `path` as a streamed body of `content_type`, from its start; with `follow`,
+/// new bytes are sent as they are appended while sandbox `id` runs (and the gateway is not
+/// shutting down). A file not there yet is empty.
+pub(super) fn file_stream(
+    state: &AppState,
+    id: String,
+    path: std::path::PathBuf,
+    follow: bool,
+    content_type: &'static str,
+) -> Response {
     let runtime = state.runtime.clone();
-    let id = sandbox.id;
     // (offset, done): the stream reads from where it was, and on reaching the end either
     // stops or, when following a running sandbox, waits for more.
     let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
@@ -194,11 +212,7 @@ pub(super) async fn logs(
                         let next = offset + chunk.len() as u64;
                         return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
                     }
-                    Ok(_)
-                        if query.follow
-                            && runtime.is_running(&id)
-                            && !runtime.is_shutting_down() =>
-                    {
+                    Ok(_) if follow && runtime.is_running(&id) && !runtime.is_shutting_down() => {
                         tokio::time::sleep(FOLLOW_POLL).await;
                     }
                     Ok(_) => return None,
@@ -207,11 +221,7 @@ pub(super) async fn logs(
             }
         }
     });
-    Ok((
-        [(CONTENT_TYPE, "text/plain; charset=utf-8")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    ([(CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response()
 }
 
 /// Up to [`LOG_CHUNK`] bytes of the file at `offset`; empty at its end or if it does not

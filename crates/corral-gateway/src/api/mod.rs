@@ -1,10 +1,12 @@
 //! The HTTP API under `/api/v1`: JSON in and out, errors as
 //! `{"error": {"code", "message"}}` (see [`ApiError`]).
 
+mod audit;
 mod caller;
 mod error;
 mod lifecycle;
 mod openapi;
+mod profiles;
 mod sandboxes;
 mod users;
 
@@ -18,7 +20,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tracing::Instrument;
 
+pub use caller::user_for_proxy_email;
 pub use error::ApiError;
+pub use profiles::available as available_profiles;
 
 use crate::config::Config;
 use crate::runtime::Runtime;
@@ -30,9 +34,9 @@ const MAX_BODY: usize = 64 * 1024;
 /// What every handler shares: the store, the configuration and the runtime.
 #[derive(Clone)]
 pub struct AppState {
-    store: Arc<Store>,
-    config: Arc<Config>,
-    runtime: Arc<Runtime>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) config: Arc<Config>,
+    pub(crate) runtime: Arc<Runtime>,
 }
 
 impl AppState {
@@ -46,7 +50,7 @@ impl AppState {
     }
 
     /// Runs a store call on a blocking thread (SQLite blocks).
-    async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
+    pub(crate) async fn db<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
@@ -92,9 +96,13 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(lifecycle::start))
         .route("/sandboxes/{id}/stop", post(lifecycle::stop))
         .route("/sandboxes/{id}/exec", post(lifecycle::exec))
-        .route("/sandboxes/{id}/logs", get(lifecycle::logs));
+        .route("/sandboxes/{id}/logs", get(lifecycle::logs))
+        // web: the page's activity view and session picker
+        .route("/sandboxes/{id}/audit", get(audit::audit))
+        .route("/profiles", get(profiles::list_profiles));
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::web::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -142,7 +150,7 @@ async fn log_request(request: Request, next: Next) -> Response {
 }
 
 /// Unix seconds as RFC 3339 (UTC).
-fn rfc3339(unix: i64) -> String {
+pub(crate) fn rfc3339(unix: i64) -> String {
     let time = UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }

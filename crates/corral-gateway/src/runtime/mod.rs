@@ -211,6 +211,11 @@ impl Runtime {
         self.paths(id).log()
     }
 
+    /// Where the sandbox's audit log (its policy decisions, JSON lines) is.
+    pub fn audit_file(&self, id: &str) -> PathBuf {
+        self.paths(id).audit()
+    }
+
     /// Whether the gateway watches a running process for this sandbox.
     pub fn is_running(&self, id: &str) -> bool {
         self.watched_lock().contains_key(id)

@@ -7,6 +7,7 @@
 
 mod sandboxes;
 mod users;
+mod web_sessions;
 
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -18,6 +19,7 @@ use rusqlite::Connection;
 
 pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
 pub use users::{Role, TokenInfo, User};
+pub use web_sessions::WebSession;
 
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "corral.db";
@@ -58,6 +60,14 @@ CREATE TABLE sandboxes (
 ALTER TABLE sandboxes ADD COLUMN pid INTEGER;
 ALTER TABLE sandboxes ADD COLUMN start_time INTEGER;
 ALTER TABLE sandboxes ADD COLUMN exit_code INTEGER;
+"#,
+    r#"
+CREATE TABLE web_sessions (
+    hash    TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf    TEXT NOT NULL,
+    expires INTEGER NOT NULL
+);
 "#,
 ];
 
@@ -192,7 +202,7 @@ impl Store {
 }
 
 /// Seconds since the Unix epoch.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)

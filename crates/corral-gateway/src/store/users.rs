@@ -62,10 +62,10 @@ pub struct TokenInfo {
 
 const USER_COLUMNS: &str = "id, email, role, password_hash, created";
 /// [`USER_COLUMNS`] for a query that joins `users` with another table.
-const JOINED_USER_COLUMNS: &str =
+pub(super) const JOINED_USER_COLUMNS: &str =
     "users.id, users.email, users.role, users.password_hash, users.created";
 
-fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
+pub(super) fn user_from_row(row: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: row.get(0)?,
         email: row.get(1)?,

@@ -1,0 +1,173 @@
+//! The pages about one sandbox: opening it (start with progress, then the agent), its
+//! terminal and its activity (policy decisions, live, and the effective profile). Only the
+//! owner and admins see them; to anyone else the sandbox does not exist.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use corral_policy::Profile;
+use maud::{Markup, html};
+
+use super::session::Viewer;
+use super::sessions::title;
+use super::{error_page, html, layout};
+use crate::api::AppState;
+use crate::store::Sandbox;
+
+/// The sandbox `id` if the viewer may see it, else the "no such session" page.
+async fn visible(state: &AppState, viewer: &Viewer, id: String) -> Result<Sandbox, Response> {
+    let lookup = id.clone();
+    let sandbox = state
+        .db(move |s| s.sandbox(&lookup))
+        .await
+        .map_err(axum::response::IntoResponse::into_response)?;
+    sandbox
+        .filter(|s| s.owner_id == viewer.user.id || viewer.is_admin())
+        .ok_or_else(|| {
+            error_page(
+                Some(viewer),
+                StatusCode::NOT_FOUND,
+                &format!("There is no session {id:?} of yours. It may have been deleted; pick one from your sessions."),
+            )
+        })
+}
+
+/// The heading every sandbox page shares, with links between them.
+fn heading(s: &Sandbox, what: &str) -> Markup {
+    html! {
+        div.pagehead {
+            h1 { (what) ": " (title(s)) }
+            nav.tabs aria-label="Session" {
+                a href={"/sessions/" (s.id) "/open"} { "Open" }
+                a href={"/sessions/" (s.id) "/terminal"} { "Terminal" }
+                a href={"/sessions/" (s.id) "/activity"} { "Activity" }
+                a href="/" { "All sessions" }
+            }
+        }
+    }
+}
+
+/// `GET /sessions/{id}/open`: starts the sandbox if needed, showing each step (starting,
+/// cloning, ready), then opens its agent (open.js drives it through the API).
+pub(super) async fn open(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    let s = match visible(&state, &viewer, id).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let body = html! {
+        (heading(&s, "Opening"))
+        section.card #progress data-sandbox=(s.id) data-agent=(s.agent) data-repo=[s.repo.as_ref()] {
+            ol.steps {
+                li #step-start data-status="pending" { "Starting the sandbox (profile " (s.profile) ")" }
+                @if let (Some(repo), Some(branch)) = (&s.repo, &s.branch) {
+                    li #step-clone data-status="pending" { "Cloning " (repo) " (" (branch) ")" }
+                }
+                li #step-ready data-status="pending" { "Ready" }
+                li #step-open data-status="pending" { "Opening " (s.agent) }
+            }
+            p.error #open-error role="alert" hidden {}
+            p.hint #open-hint hidden {}
+            pre.log #open-log hidden {}
+        }
+    };
+    viewer.with_cookie(html(layout::page(
+        Some(&viewer),
+        "Opening",
+        &["open.js"],
+        body,
+    )))
+}
+
+/// `GET /sessions/{id}/terminal`: xterm.js over the attach WebSocket.
+pub(super) async fn terminal(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    let s = match visible(&state, &viewer, id).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let body = html! {
+        (heading(&s, "Terminal"))
+        p.status #terminal-status role="status" aria-live="polite" { "Connecting…" }
+        @if s.state != "running" {
+            p.hint { "This session is " (s.state) ". " a href={"/sessions/" (s.id) "/open"} { "Start it" } " to use its terminal." }
+        }
+        div #terminal .terminal data-sandbox=(s.id) {}
+        p.hint { "Copy: select text, then Ctrl+Shift+C. Paste: Ctrl+Shift+V. The terminal reconnects by itself after a network blip." }
+    };
+    let assets = [
+        "xterm.css",
+        "xterm.js",
+        "addon-fit.js",
+        "addon-canvas.js",
+        "terminal.js",
+    ];
+    viewer.with_cookie(html(layout::page(Some(&viewer), "Terminal", &assets, body)))
+}
+
+/// `GET /sessions/{id}/activity`: the sandbox's policy decisions, live (activity.js reads
+/// the audit endpoint), and its effective profile.
+pub(super) async fn activity(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    let s = match visible(&state, &viewer, id).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let file = state.config.profiles.get(&s.profile).cloned();
+    let name = s.profile.clone();
+    let profile = tokio::task::spawn_blocking(move || match file {
+        Some(file) => Profile::load(&file),
+        None => Profile::builtin(&name),
+    })
+    .await;
+    let body = html! {
+        (heading(&s, "Activity"))
+        section.card {
+            h2 { "Policy decisions" }
+            div.filters role="group" aria-label="Filter decisions" {
+                label { "Show "
+                    select #decision-filter {
+                        option value="all" { "all decisions" }
+                        option value="deny" { "denied only" }
+                        option value="allow" { "allowed only" }
+                    }
+                }
+                label { "Matching " input #text-filter type="search" placeholder="host, action or policy"; }
+            }
+            p.status #activity-status role="status" aria-live="polite" { "Loading…" }
+            div.tablewrap {
+                table #events data-sandbox=(s.id) {
+                    thead { tr { th { "Time" } th { "Decision" } th { "Action" } th { "Resource" } th { "Policy" } } }
+                    tbody {}
+                }
+            }
+            p.empty #events-empty hidden { "No decisions yet. They appear here as the agent reaches for hosts, pushes or files the profile rules on." }
+        }
+        section.card {
+            h2 { "Profile " (s.profile) }
+            @match profile {
+                Ok(Ok(p)) => {
+                    p { (p.description) }
+                    pre.profile { (p.to_toml()) }
+                }
+                Ok(Err(e)) => { p.error { "The profile cannot be shown: " (e) ". Ask the operator to check it." } }
+                Err(_) => { p.error { "The profile cannot be shown; see the gateway's log." } }
+            }
+        }
+    };
+    viewer.with_cookie(html(layout::page(
+        Some(&viewer),
+        "Activity",
+        &["activity.js"],
+        body,
+    )))
+}
