@@ -15,6 +15,7 @@
 
 mod clone;
 mod exec;
+mod logs;
 mod process;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,8 +31,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 pub use exec::{ExecOutput, MAX_OUTPUT};
+pub use logs::LogCursor;
 
 use crate::config::Config;
+use crate::git_tokens::GitTokenSource;
 use crate::store::{ProcessId, Sandbox, Store, StoreError};
 
 /// The `state` of a sandbox whose process runs.
@@ -51,6 +54,10 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const START_LIMIT: Duration = Duration::from_secs(30);
 /// How often an adopted process (not the gateway's child) is checked for having ended.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
+/// How long a repo session's first clone may take.
+const CLONE_LIMIT: Duration = Duration::from_secs(60 * 60);
+/// How often running sandboxes' logs are checked against the size limit.
+const LOG_CHECK: Duration = Duration::from_secs(1);
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +169,10 @@ pub struct Runtime {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     watched: Mutex<HashMap<String, Watched>>,
     shutdown: watch::Sender<bool>,
+    exec_timeout: Duration,
+    log_max_size: u64,
+    log_rotations: logs::Rotations,
+    git_tokens: BTreeMap<String, GitTokenSource>,
 }
 
 impl Runtime {
@@ -178,6 +189,10 @@ impl Runtime {
             locks: Mutex::default(),
             watched: Mutex::default(),
             shutdown: watch::Sender::new(false),
+            exec_timeout: config.exec_timeout,
+            log_max_size: config.log_max_size,
+            log_rotations: logs::Rotations::default(),
+            git_tokens: config.git_tokens.clone(),
         }
     }
 
@@ -207,6 +222,49 @@ impl Runtime {
     /// Where the sandbox's agent log (stdout and stderr of `corral run`) is.
     pub fn log_file(&self, id: &str) -> PathBuf {
         self.paths(id).log()
+    }
+
+    /// A cursor at the start of the sandbox's kept log (the previous file, then the current).
+    pub fn log_cursor(&self, id: &str) -> LogCursor {
+        self.log_rotations.cursor_at_start(id)
+    }
+
+    /// The next bytes of the sandbox's log after `cursor` (empty when there is no more yet),
+    /// following it across rotations.
+    pub async fn read_log(&self, id: &str, cursor: &mut LogCursor) -> std::io::Result<Vec<u8>> {
+        self.log_rotations
+            .read(id, &self.paths(id).log(), cursor)
+            .await
+    }
+
+    /// Rotates running sandboxes' logs that grew over the configured size, every
+    /// [`LOG_CHECK`], until the gateway shuts down. Call once.
+    pub fn spawn_log_rotation(self: &Arc<Self>) {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOG_CHECK);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = runtime.shutting_down() => return,
+                }
+                let running: Vec<String> = runtime.watched_lock().keys().cloned().collect();
+                for id in running {
+                    let log = runtime.paths(&id).log();
+                    match runtime
+                        .log_rotations
+                        .rotate_if_over(&id, log, runtime.log_max_size)
+                        .await
+                    {
+                        Ok(true) => tracing::info!(sandbox = %id, "agent log rotated"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(sandbox = %id, error = %e, "cannot rotate the agent log")
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Whether the gateway watches a running process for this sandbox.
@@ -335,6 +393,7 @@ impl Runtime {
             None => return Err(RuntimeError::UnknownProfile(sandbox.profile.clone())),
         };
         let first_start = sandbox.repo.is_some() && !paths.workspace().join(".git").exists();
+        let git_tokens = self.git_tokens_for(&sandbox.profile);
         let mut command = tokio::process::Command::new(&self.corral);
         command
             .arg("run")
@@ -351,12 +410,24 @@ impl Runtime {
             .arg(paths.audit())
             .arg("--ca-dir")
             .arg(&self.ca_dir)
+            .args(git_tokens.iter().flat_map(|(host, source)| {
+                [
+                    "--git-token".to_owned(),
+                    format!("{host}={}", source.reference()),
+                ]
+            }))
             .arg("--")
             .args(agent_command(&sandbox.agent))
             .current_dir(&paths.dir)
             // The gateway's environment may hold its admin token; corral run needs none of it.
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            // An env: git token reaches corral run's own environment only (never its command
+            // line); the sandbox's environment is built without it.
+            .envs(git_tokens.iter().filter_map(|(_, source)| match source {
+                GitTokenSource::Env { variable, value } => Some((variable, value.expose())),
+                GitTokenSource::File(_) => None,
+            }))
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -406,11 +477,31 @@ impl Runtime {
         self.record(id).await
     }
 
+    /// The git tokens to hand a sandbox with this profile: all of them, unless the profile
+    /// allows no network at all (then `corral run` has no proxy to add them, and would
+    /// refuse them).
+    fn git_tokens_for(&self, profile: &str) -> Vec<(&String, &GitTokenSource)> {
+        if self.git_tokens.is_empty() {
+            return Vec::new();
+        }
+        let loaded = match self.profiles.get(profile) {
+            Some(file) => corral_policy::Profile::load(file),
+            None => corral_policy::Profile::builtin(profile),
+        };
+        match loaded {
+            Ok(p) if !p.network.allow.is_empty() => self.git_tokens.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Clones `repo` into the running sandbox's workspace and checks out `branch` (created
     /// if the remote has no such branch). git runs inside the sandbox, so the clone goes
     /// through its egress proxy under its policy. git's output is added to the agent log.
     async fn clone_repo(&self, id: &str, repo: &str, branch: &str) -> Result<(), RuntimeError> {
-        let output = self.exec(id, clone::request(repo, branch)).await?;
+        // A clone is not a caller's exec: it gets as long as the longest exec may have.
+        let output = self
+            .exec_with_timeout(id, clone::request(repo, branch), CLONE_LIMIT)
+            .await?;
         let log = self.paths(id).log();
         let mut text = output.stdout.clone();
         text.extend_from_slice(&output.stderr);
@@ -490,19 +581,32 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.log_rotations.forget(id);
         Ok(deleted)
     }
 
-    /// Runs `request` in the running sandbox and returns its exit code and output.
+    /// Runs `request` in the running sandbox and returns its exit code and output; kills it
+    /// after the configured `exec_timeout`.
     pub async fn exec(
         &self,
         id: &str,
         request: corral_sandbox::control::ExecRequest,
     ) -> Result<ExecOutput, RuntimeError> {
+        self.exec_with_timeout(id, request, self.exec_timeout).await
+    }
+
+    /// [`Runtime::exec`], killing the command after `timeout` (the output then says it
+    /// timed out). Dropping the returned future (a client that went away) kills it too.
+    pub async fn exec_with_timeout(
+        &self,
+        id: &str,
+        request: corral_sandbox::control::ExecRequest,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
         if !self.is_running(id) {
             return Err(RuntimeError::NotRunning(id.to_owned()));
         }
-        let run = exec::run(self.paths(id).control(), request);
+        let run = exec::run(self.paths(id).control(), request, timeout);
         let result = tokio::select! {
             result = run => result,
             () = self.shutting_down() => return Err(RuntimeError::ShuttingDown),
