@@ -54,8 +54,6 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const START_LIMIT: Duration = Duration::from_secs(30);
 /// How often an adopted process (not the gateway's child) is checked for having ended.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
-/// How long a repo session's first clone may take.
-const CLONE_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// How often running sandboxes' logs are checked against the size limit.
 const LOG_CHECK: Duration = Duration::from_secs(1);
 
@@ -140,6 +138,10 @@ impl SandboxPaths {
     }
     fn log(&self) -> PathBuf {
         self.dir.join("agent.log")
+    }
+    /// Present from just before a repo session's clone until it has succeeded.
+    fn clone_pending(&self) -> PathBuf {
+        self.dir.join("clone.pending")
     }
 
     /// Removes sockets a killed `corral run` left behind.
@@ -380,10 +382,17 @@ impl Runtime {
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<Sandbox, RuntimeError> {
         let _guard = self.lock(id).await;
         let sandbox = self.record(id).await?;
-        if self.is_running(id) {
-            return Ok(sandbox);
-        }
         let paths = self.paths(id);
+        let watched = self.watched_lock().get(id).cloned();
+        if let Some(watched) = watched {
+            // Adopted after a restart, it may still be starting, or its first clone may have
+            // been cut off with the gateway that began it.
+            wait_until_ready(&paths.control(), watched.ended).await;
+            if sandbox.repo.is_some() && paths.clone_pending().exists() {
+                self.first_clone(id, &sandbox, true).await?;
+            }
+            return self.record(id).await;
+        }
         let log = prepare_files(&paths)?;
         let profile = match self.profiles.get(&sandbox.profile) {
             Some(file) => ["--policy".as_ref(), file.as_os_str()],
@@ -392,7 +401,15 @@ impl Runtime {
             }
             None => return Err(RuntimeError::UnknownProfile(sandbox.profile.clone())),
         };
-        let first_start = sandbox.repo.is_some() && !paths.workspace().join(".git").exists();
+        // A clone a killed gateway left unfinished is redone from scratch; the clone is
+        // marked pending before the sandbox starts, so no crash leaves it half done unseen.
+        let interrupted = paths.clone_pending().exists();
+        let first_start =
+            sandbox.repo.is_some() && (interrupted || !paths.workspace().join(".git").exists());
+        if first_start {
+            let pending = paths.clone_pending();
+            std::fs::write(&pending, b"").map_err(|source| files("create", &pending, source))?;
+        }
         let git_tokens = self.git_tokens_for(&sandbox.profile);
         let mut command = tokio::process::Command::new(&self.corral);
         command
@@ -461,18 +478,8 @@ impl Runtime {
         tracing::info!(sandbox = %id, pid, "sandbox started");
         let ended = self.watch_child(id.to_owned(), process, child);
         wait_until_ready(&paths.control(), ended).await;
-        if let (true, Some(repo)) = (first_start, &sandbox.repo) {
-            let branch = sandbox.branch.as_deref().unwrap_or("main");
-            match self.clone_repo(id, repo, branch).await {
-                Ok(()) => {}
-                // The sandbox ended by itself before it could clone: its record says so.
-                Err(RuntimeError::NotRunning(_)) => {}
-                Err(e) => {
-                    // A repo session without its repo is not what was asked for.
-                    self.stop_locked(id).await?;
-                    return Err(e);
-                }
-            }
+        if first_start {
+            self.first_clone(id, &sandbox, interrupted).await?;
         }
         self.record(id).await
     }
@@ -491,35 +498,6 @@ impl Runtime {
         match loaded {
             Ok(p) if !p.network.allow.is_empty() => self.git_tokens.iter().collect(),
             _ => Vec::new(),
-        }
-    }
-
-    /// Clones `repo` into the running sandbox's workspace and checks out `branch` (created
-    /// if the remote has no such branch). git runs inside the sandbox, so the clone goes
-    /// through its egress proxy under its policy. git's output is added to the agent log.
-    async fn clone_repo(&self, id: &str, repo: &str, branch: &str) -> Result<(), RuntimeError> {
-        // A clone is not a caller's exec: it gets as long as the longest exec may have.
-        let output = self
-            .exec_with_timeout(id, clone::request(repo, branch), CLONE_LIMIT)
-            .await?;
-        let log = self.paths(id).log();
-        let mut text = output.stdout.clone();
-        text.extend_from_slice(&output.stderr);
-        let appended = OpenOptions::new()
-            .append(true)
-            .open(&log)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &text));
-        if let Err(source) = appended {
-            tracing::warn!(sandbox = %id, error = %source, "cannot add the clone's output to the log");
-        }
-        if output.exit_code == 0 {
-            tracing::info!(sandbox = %id, "repo cloned");
-            Ok(())
-        } else {
-            Err(RuntimeError::Clone {
-                repo: repo.to_owned(),
-                output: clone::last_lines(&output.stderr),
-            })
         }
     }
 
