@@ -67,6 +67,7 @@ pub(super) async fn stop(
 #[serde(deny_unknown_fields)]
 pub(super) struct ExecBody {
     /// The command and its arguments, looked up in the sandbox's `PATH`.
+    #[schema(min_items = 1)]
     argv: Vec<String>,
     /// Variables added to the sandbox's environment.
     #[serde(default)]

@@ -5,6 +5,7 @@ mod caller;
 mod error;
 mod lifecycle;
 mod openapi;
+mod openapi_common;
 mod sandboxes;
 mod users;
 

@@ -6,6 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
+use super::openapi_common::CommonResponses;
 use super::{lifecycle, sandboxes, users};
 use crate::store::Role;
 
@@ -30,7 +31,7 @@ use crate::store::Role;
         lifecycle::logs,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonResponses)
 )]
 struct ApiDoc;
 
