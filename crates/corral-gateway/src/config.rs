@@ -747,4 +747,37 @@ mod tests {
         assert_eq!(back.idle_timeout, Some(c.idle_timeout));
         assert_eq!(back.listen, Some(c.listen));
     }
+
+    #[test]
+    fn operations_settings_layer_and_git_tokens_print_as_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "exec_timeout = \"2m\"\nlog_max_size = \"64K\"\n[git_tokens]\n\
+             \"github.com\" = \"env:GH_TOKEN\"\n\"git.example.com\" = \"file:/etc/t\"\n",
+        );
+        let vars = env(&[("HOME", "/h"), ("GH_TOKEN", "ghp_s3cret")]);
+        let c = Config::load(Some(&file), &vars, ConfigLayer::default()).unwrap();
+        assert_eq!(c.exec_timeout, Duration::from_secs(120));
+        assert_eq!(c.max_exec_timeout, Duration::from_secs(3600));
+        assert_eq!(c.log_max_size, 64 * 1024);
+        let text = c.to_redacted_toml();
+        assert!(!text.contains("ghp_s3cret"), "{text}");
+        assert!(text.contains("\"github.com\" = \"env:GH_TOKEN\""), "{text}");
+        let back: ConfigLayer = toml::from_str(&text).unwrap();
+        assert_eq!(back.log_max_size, Some(64 * 1024));
+        assert_eq!(back.exec_timeout, Some(c.exec_timeout));
+
+        // The environment replaces the table; a variable that is not set is named.
+        let vars = env(&[("HOME", "/h"), ("CORRAL_GIT_TOKENS", "h.example=env:NOPE")]);
+        let err = Config::load(Some(&file), &vars, ConfigLayer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("git_tokens") && err.contains("NOPE"), "{err}");
+        let vars = env(&[("HOME", "/h"), ("CORRAL_EXEC_TIMEOUT", "2h")]);
+        let err = Config::load(None, &vars, ConfigLayer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exec_timeout"), "{err}");
+    }
 }

@@ -96,8 +96,10 @@ pub enum RuntimeError {
     /// The gateway could not set up an exec (pipes for its output).
     #[error("cannot set up the exec: {0}")]
     ExecSetup(std::io::Error),
-    /// The gateway is shutting down; the command may still be running in the sandbox.
-    #[error("the gateway is shutting down; the command's result is lost (it may still run)")]
+    /// The gateway is shutting down; the command was killed with the request.
+    #[error(
+        "the gateway is shutting down; the command was stopped: run it again once the gateway is back"
+    )]
     ShuttingDown,
     /// The sandbox's profile is neither built in nor configured (any more).
     #[error("profile {0:?} is not configured on this gateway (any more)")]
