@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::git_tokens::GitTokenSource;
+use crate::git_tokens::{GitTokenSource, git_token_pairs, git_tokens};
 
 /// Shortest `admin_token` corral accepts, so automation cannot set a guessable one.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
@@ -337,22 +337,6 @@ impl ConfigLayer {
     }
 }
 
-/// `HOST=SOURCE` items (flags, or `CORRAL_GIT_TOKENS`) as the `[git_tokens]` table; the
-/// sources are checked when the layers are merged.
-pub fn git_token_pairs<'a>(
-    pairs: impl IntoIterator<Item = &'a str>,
-) -> Result<BTreeMap<String, String>, String> {
-    pairs
-        .into_iter()
-        .map(|pair| {
-            let (host, source) = pair
-                .split_once('=')
-                .ok_or_else(|| "use HOST=env:VARIABLE or HOST=file:PATH".to_owned())?;
-            Ok((host.to_owned(), source.to_owned()))
-        })
-        .collect()
-}
-
 /// The message and line of a TOML error, without the quoted source line.
 fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
     let line = e
@@ -536,24 +520,6 @@ impl Config {
             )
         })
     }
-}
-
-/// Checks each `[git_tokens]` entry and reads its `env:` variable through `lookup`.
-fn git_tokens(
-    table: BTreeMap<String, String>,
-    lookup: impl Fn(&str) -> Option<String>,
-) -> Result<BTreeMap<String, GitTokenSource>, ConfigError> {
-    table
-        .into_iter()
-        .map(|(host, source)| {
-            crate::git_tokens::parse_pair(&format!("{host}={source}"), &lookup).map_err(|message| {
-                ConfigError::Invalid {
-                    field: "git_tokens",
-                    message,
-                }
-            })
-        })
-        .collect()
 }
 
 /// `$XDG_DATA_HOME/corral`, else `~/.local/share/corral`.

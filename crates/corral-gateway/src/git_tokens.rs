@@ -10,10 +10,11 @@
 //! from scratch). A `file:` token is read by `corral run` itself: keep the file where no
 //! sandbox profile can read it.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::config::Secret;
+use crate::config::{ConfigError, Secret};
 
 /// Where a host's git token comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -113,6 +114,40 @@ pub fn check_host(host: &str) -> Result<String, String> {
     } else {
         Err(format!("{host:?} is not a host name"))
     }
+}
+
+/// `HOST=SOURCE` items (flags, or `CORRAL_GIT_TOKENS`) as the `[git_tokens]` table; the
+/// sources are checked when the layers are merged.
+pub fn git_token_pairs<'a>(
+    pairs: impl IntoIterator<Item = &'a str>,
+) -> Result<BTreeMap<String, String>, String> {
+    pairs
+        .into_iter()
+        .map(|pair| {
+            let (host, source) = pair
+                .split_once('=')
+                .ok_or_else(|| "use HOST=env:VARIABLE or HOST=file:PATH".to_owned())?;
+            Ok((host.to_owned(), source.to_owned()))
+        })
+        .collect()
+}
+
+/// Checks each `[git_tokens]` entry and reads its `env:` variable through `lookup`.
+pub(crate) fn git_tokens(
+    table: BTreeMap<String, String>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, GitTokenSource>, ConfigError> {
+    table
+        .into_iter()
+        .map(|(host, source)| {
+            parse_pair(&format!("{host}={source}"), &lookup).map_err(|message| {
+                ConfigError::Invalid {
+                    field: "git_tokens",
+                    message,
+                }
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

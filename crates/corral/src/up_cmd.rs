@@ -79,7 +79,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         log_max_size: None,
         git_tokens: (!args.git_tokens.is_empty())
             .then(|| {
-                corral_gateway::config::git_token_pairs(args.git_tokens.iter().map(String::as_str))
+                corral_gateway::git_tokens::git_token_pairs(
+                    args.git_tokens.iter().map(String::as_str),
+                )
             })
             .transpose()
             .map_err(|e| anyhow::anyhow!("--git-token: {e}"))?,

@@ -15,10 +15,60 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::Runtime;
 
 /// Bytes read from a log file at a time.
 const LOG_CHUNK: usize = 64 * 1024;
+/// How often running sandboxes' logs are checked against the size limit.
+const LOG_CHECK: Duration = Duration::from_secs(1);
+
+impl Runtime {
+    /// A cursor at the start of the sandbox's kept log (the previous file, then the current).
+    pub fn log_cursor(&self, id: &str) -> LogCursor {
+        self.log_rotations.cursor_at_start(id)
+    }
+
+    /// The next bytes of the sandbox's log after `cursor` (empty when there is no more yet),
+    /// following it across rotations.
+    pub async fn read_log(&self, id: &str, cursor: &mut LogCursor) -> std::io::Result<Vec<u8>> {
+        self.log_rotations
+            .read(id, &self.paths(id).log(), cursor)
+            .await
+    }
+
+    /// Rotates running sandboxes' logs that grew over the configured size, every
+    /// [`LOG_CHECK`], until the gateway shuts down. Call once.
+    pub fn spawn_log_rotation(self: &Arc<Self>) {
+        let runtime = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LOG_CHECK);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = runtime.shutting_down() => return,
+                }
+                let running: Vec<String> = runtime.watched_lock().keys().cloned().collect();
+                for id in running {
+                    let log = runtime.paths(&id).log();
+                    match runtime
+                        .log_rotations
+                        .rotate_if_over(&id, log, runtime.log_max_size)
+                        .await
+                    {
+                        Ok(true) => tracing::info!(sandbox = %id, "agent log rotated"),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(sandbox = %id, error = %e, "cannot rotate the agent log")
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
 
 /// The previous log beside `log`: `agent.log.1`.
 pub(super) fn previous(log: &Path) -> PathBuf {

@@ -54,8 +54,6 @@ const KILL_GRACE: Duration = Duration::from_secs(5);
 const START_LIMIT: Duration = Duration::from_secs(30);
 /// How often an adopted process (not the gateway's child) is checked for having ended.
 const ADOPTED_POLL: Duration = Duration::from_millis(250);
-/// How often running sandboxes' logs are checked against the size limit.
-const LOG_CHECK: Duration = Duration::from_secs(1);
 
 /// Why the runtime could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -226,49 +224,6 @@ impl Runtime {
     /// Where the sandbox's agent log (stdout and stderr of `corral run`) is.
     pub fn log_file(&self, id: &str) -> PathBuf {
         self.paths(id).log()
-    }
-
-    /// A cursor at the start of the sandbox's kept log (the previous file, then the current).
-    pub fn log_cursor(&self, id: &str) -> LogCursor {
-        self.log_rotations.cursor_at_start(id)
-    }
-
-    /// The next bytes of the sandbox's log after `cursor` (empty when there is no more yet),
-    /// following it across rotations.
-    pub async fn read_log(&self, id: &str, cursor: &mut LogCursor) -> std::io::Result<Vec<u8>> {
-        self.log_rotations
-            .read(id, &self.paths(id).log(), cursor)
-            .await
-    }
-
-    /// Rotates running sandboxes' logs that grew over the configured size, every
-    /// [`LOG_CHECK`], until the gateway shuts down. Call once.
-    pub fn spawn_log_rotation(self: &Arc<Self>) {
-        let runtime = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(LOG_CHECK);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = runtime.shutting_down() => return,
-                }
-                let running: Vec<String> = runtime.watched_lock().keys().cloned().collect();
-                for id in running {
-                    let log = runtime.paths(&id).log();
-                    match runtime
-                        .log_rotations
-                        .rotate_if_over(&id, log, runtime.log_max_size)
-                        .await
-                    {
-                        Ok(true) => tracing::info!(sandbox = %id, "agent log rotated"),
-                        Ok(false) => {}
-                        Err(e) => {
-                            tracing::warn!(sandbox = %id, error = %e, "cannot rotate the agent log")
-                        }
-                    }
-                }
-            }
-        });
     }
 
     /// Whether the gateway watches a running process for this sandbox.
