@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::git_tokens::{GitTokenSource, git_token_pairs, git_tokens};
+
 /// Shortest `admin_token` corral accepts, so automation cannot set a guessable one.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
@@ -116,6 +118,9 @@ impl fmt::Debug for Secret {
 /// - `admin_token`: none (a random token is made and printed on first start)
 /// - `trusted_proxies`: none (identity headers are never trusted)
 /// - `profiles`: none (only the built-in profiles)
+/// - `exec_timeout`: `10m`; `max_exec_timeout`: `1h`
+/// - `log_max_size`: `10M`
+/// - `git_tokens`: none
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -138,6 +143,14 @@ pub struct Config {
     /// (`[profiles]` in the config file only; checked at load). Callers choose among the
     /// names; only the operator chooses files.
     pub profiles: BTreeMap<String, PathBuf>,
+    /// How long an exec may run when its request names no `timeout_secs`.
+    pub exec_timeout: Duration,
+    /// The longest `timeout_secs` an exec request may name.
+    pub max_exec_timeout: Duration,
+    /// Size at which a sandbox's agent log is rotated (one previous file is kept).
+    pub log_max_size: u64,
+    /// Git tokens by host, handed to every sandbox's egress proxy by reference.
+    pub git_tokens: BTreeMap<String, GitTokenSource>,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -164,6 +177,33 @@ pub struct ConfigLayer {
     pub trusted_proxies: Option<Vec<IpAddr>>,
     /// See [`Config::profiles`] (read from the config file only).
     pub profiles: Option<BTreeMap<String, PathBuf>>,
+    /// See [`Config::exec_timeout`].
+    #[serde(default, deserialize_with = "human_duration")]
+    pub exec_timeout: Option<Duration>,
+    /// See [`Config::max_exec_timeout`].
+    #[serde(default, deserialize_with = "human_duration")]
+    pub max_exec_timeout: Option<Duration>,
+    /// See [`Config::log_max_size`]: bytes, or a size such as `10M`.
+    #[serde(default, deserialize_with = "size")]
+    pub log_max_size: Option<u64>,
+    /// See [`Config::git_tokens`]: host → `env:VARIABLE` or `file:PATH`, resolved when the
+    /// layers are merged.
+    pub git_tokens: Option<BTreeMap<String, String>>,
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(bytes) => Ok(Some(bytes)),
+        Size::Text(text) => corral_policy::parse_size(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("{e} (use e.g. 10M or 512K)"))),
+    }
 }
 
 fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -230,6 +270,32 @@ impl ConfigLayer {
                     .collect::<Result<Vec<IpAddr>, _>>()
             })
             .transpose()?;
+        let exec_timeout = get("CORRAL_EXEC_TIMEOUT")
+            .map(|v| {
+                humantime::parse_duration(&v).map_err(|e| ConfigError::Env {
+                    name: "CORRAL_EXEC_TIMEOUT",
+                    message: format!("{v:?}: {e} (use e.g. 10m)"),
+                })
+            })
+            .transpose()?;
+        let log_max_size = get("CORRAL_LOG_MAX_SIZE")
+            .map(|v| {
+                corral_policy::parse_size(&v).map_err(|e| ConfigError::Env {
+                    name: "CORRAL_LOG_MAX_SIZE",
+                    message: format!("{e} (use e.g. 10M)"),
+                })
+            })
+            .transpose()?;
+        let git_tokens = get("CORRAL_GIT_TOKENS")
+            .map(|v| {
+                git_token_pairs(v.split(',').map(str::trim).filter(|s| !s.is_empty())).map_err(
+                    |message| ConfigError::Env {
+                        name: "CORRAL_GIT_TOKENS",
+                        message,
+                    },
+                )
+            })
+            .transpose()?;
         Ok(Self {
             listen: parse("CORRAL_LISTEN", get("CORRAL_LISTEN"), "an address:port")?,
             data_dir: get("CORRAL_DATA_DIR").map(PathBuf::from),
@@ -244,6 +310,10 @@ impl ConfigLayer {
             admin_token: get("CORRAL_ADMIN_TOKEN").map(Secret),
             trusted_proxies,
             profiles: None,
+            exec_timeout,
+            max_exec_timeout: None,
+            log_max_size,
+            git_tokens,
         })
     }
 
@@ -259,6 +329,10 @@ impl ConfigLayer {
             admin_token: over.admin_token.or(self.admin_token),
             trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
             profiles: over.profiles.or(self.profiles),
+            exec_timeout: over.exec_timeout.or(self.exec_timeout),
+            max_exec_timeout: over.max_exec_timeout.or(self.max_exec_timeout),
+            log_max_size: over.log_max_size.or(self.log_max_size),
+            git_tokens: over.git_tokens.or(self.git_tokens),
         }
     }
 }
@@ -325,6 +399,12 @@ impl Config {
             admin_token: layer.admin_token,
             trusted_proxies: layer.trusted_proxies.unwrap_or_default(),
             profiles: layer.profiles.unwrap_or_default(),
+            exec_timeout: layer.exec_timeout.unwrap_or(Duration::from_secs(10 * 60)),
+            max_exec_timeout: layer
+                .max_exec_timeout
+                .unwrap_or(Duration::from_secs(60 * 60)),
+            log_max_size: layer.log_max_size.unwrap_or(10 * 1024 * 1024),
+            git_tokens: git_tokens(layer.git_tokens.unwrap_or_default(), &lookup)?,
         };
         config.check()?;
         Ok(config)
@@ -356,6 +436,15 @@ impl Config {
                 field: "admin_token",
                 message: format!("must be at least {MIN_ADMIN_TOKEN_LEN} characters"),
             });
+        }
+        if self.exec_timeout.is_zero() || self.exec_timeout > self.max_exec_timeout {
+            return Err(invalid(
+                "exec_timeout",
+                "must be more than 0 and at most max_exec_timeout",
+            ));
+        }
+        if self.log_max_size < 4096 {
+            return Err(invalid("log_max_size", "must be at least 4K"));
         }
         if !self.data_dir.is_absolute() {
             return Err(invalid("data_dir", "must be an absolute path"));
@@ -397,6 +486,11 @@ impl Config {
             admin_token: Option<&'static str>,
             trusted_proxies: Vec<String>,
             profiles: &'a BTreeMap<String, PathBuf>,
+            exec_timeout: String,
+            max_exec_timeout: String,
+            log_max_size: String,
+            // References (env:VARIABLE, file:PATH), never the tokens.
+            git_tokens: BTreeMap<&'a str, String>,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -408,6 +502,14 @@ impl Config {
             admin_token: self.admin_token.as_ref().map(|_| REDACTED),
             trusted_proxies: self.trusted_proxies.iter().map(|a| a.to_string()).collect(),
             profiles: &self.profiles,
+            exec_timeout: humantime::format_duration(self.exec_timeout).to_string(),
+            max_exec_timeout: humantime::format_duration(self.max_exec_timeout).to_string(),
+            log_max_size: corral_policy::format_size(self.log_max_size),
+            git_tokens: self
+                .git_tokens
+                .iter()
+                .map(|(host, source)| (host.as_str(), source.reference()))
+                .collect(),
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.
@@ -610,5 +712,38 @@ mod tests {
         assert_eq!(back.trusted_proxies, Some(c.trusted_proxies.clone()));
         assert_eq!(back.idle_timeout, Some(c.idle_timeout));
         assert_eq!(back.listen, Some(c.listen));
+    }
+
+    #[test]
+    fn operations_settings_layer_and_git_tokens_print_as_references() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "exec_timeout = \"2m\"\nlog_max_size = \"64K\"\n[git_tokens]\n\
+             \"github.com\" = \"env:GH_TOKEN\"\n\"git.example.com\" = \"file:/etc/t\"\n",
+        );
+        let vars = env(&[("HOME", "/h"), ("GH_TOKEN", "ghp_s3cret")]);
+        let c = Config::load(Some(&file), &vars, ConfigLayer::default()).unwrap();
+        assert_eq!(c.exec_timeout, Duration::from_secs(120));
+        assert_eq!(c.max_exec_timeout, Duration::from_secs(3600));
+        assert_eq!(c.log_max_size, 64 * 1024);
+        let text = c.to_redacted_toml();
+        assert!(!text.contains("ghp_s3cret"), "{text}");
+        assert!(text.contains("\"github.com\" = \"env:GH_TOKEN\""), "{text}");
+        let back: ConfigLayer = toml::from_str(&text).unwrap();
+        assert_eq!(back.log_max_size, Some(64 * 1024));
+        assert_eq!(back.exec_timeout, Some(c.exec_timeout));
+
+        // The environment replaces the table; a variable that is not set is named.
+        let vars = env(&[("HOME", "/h"), ("CORRAL_GIT_TOKENS", "h.example=env:NOPE")]);
+        let err = Config::load(Some(&file), &vars, ConfigLayer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("git_tokens") && err.contains("NOPE"), "{err}");
+        let vars = env(&[("HOME", "/h"), ("CORRAL_EXEC_TIMEOUT", "2h")]);
+        let err = Config::load(None, &vars, ConfigLayer::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exec_timeout"), "{err}");
     }
 }

@@ -125,6 +125,7 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
     let corral = std::env::current_exe().map_err(GatewayError::CurrentExe)?;
     let runtime = Arc::new(Runtime::new(store.clone(), &config, corral));
     runtime.reconcile().await?;
+    runtime.spawn_log_rotation();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
     on_ready(&Ready {
         url: format!("http://{addr}"),

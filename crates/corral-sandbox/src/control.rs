@@ -54,6 +54,19 @@ pub struct ExecRequest {
 /// stdout, stderr; or the terminal alone when `request.tty`) as its descriptors; returns its
 /// exit status (128 + N when signal N killed it) once it ends.
 pub fn exec(socket: &Path, request: &ExecRequest, stdio: &[BorrowedFd<'_>]) -> io::Result<i32> {
+    exec_on(&UnixStream::connect(socket)?, request, stdio)
+}
+
+/// [`exec`] over a connection the caller made to the control socket, so that it can cancel
+/// the command from another thread: shutting down the connection's writing half
+/// ([`std::net::Shutdown::Write`]) kills the command and its process group, and the exit
+/// status (128 + 9) still comes back; shutting down both halves kills it too and makes this
+/// return an error at once.
+pub fn exec_on(
+    stream: &UnixStream,
+    request: &ExecRequest,
+    stdio: &[BorrowedFd<'_>],
+) -> io::Result<i32> {
     let expected = if request.tty { 1 } else { 3 };
     if stdio.len() != expected {
         return Err(io::Error::new(
@@ -61,7 +74,6 @@ pub fn exec(socket: &Path, request: &ExecRequest, stdio: &[BorrowedFd<'_>]) -> i
             format!("exec needs {expected} descriptors, got {}", stdio.len()),
         ));
     }
-    let stream = UnixStream::connect(socket)?;
     let document = serde_json::to_vec(request).map_err(io::Error::other)?;
     let length = u32::try_from(document.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "request too large"))?
@@ -81,10 +93,10 @@ pub fn exec(socket: &Path, request: &ExecRequest, stdio: &[BorrowedFd<'_>]) -> i
         let mut rest = Vec::with_capacity(total);
         rest.extend_from_slice(&length);
         rest.extend_from_slice(&document);
-        (&stream).write_all(&rest[sent..])?;
+        (&*stream).write_all(&rest[sent..])?;
     }
     let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
+    BufReader::new(stream).read_line(&mut line)?;
     parse_reply(&line)
 }
 

@@ -1,11 +1,18 @@
 //! The supervisor's side of the control socket: start each requested command exactly as the
 //! sandbox's own command was started, and tell the caller how it ended.
+//!
+//! A caller that goes away (closes its connection, or shuts down its writing half, as a
+//! gateway does when a request times out or its client disconnects) cancels its command: the
+//! command's process group is killed, so nothing is left running that nobody waits for. A
+//! caller that only half-closed still gets the `exit` line.
 
 use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::socket::{MsgFlags, recv};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::command::{CommandSetup, exec_command};
@@ -19,7 +26,15 @@ pub struct Execs<'a> {
     listener: UnixListener,
     plan: &'a SandboxPlan,
     seccomp: &'a [seccompiler::BpfProgram],
-    running: HashMap<Pid, UnixStream>,
+    running: HashMap<Pid, Caller>,
+}
+
+/// The connection of a command's caller, where its exit status goes.
+struct Caller {
+    reply: UnixStream,
+    /// The caller is gone (or stopped waiting): the command was killed; its connection is no
+    /// longer watched.
+    cancelled: bool,
 }
 
 impl<'a> Execs<'a> {
@@ -56,8 +71,38 @@ impl<'a> Execs<'a> {
 
     /// Reports `code` to the caller of `pid`, if it was started here.
     pub fn reaped(&mut self, pid: Pid, code: i32) {
-        if let Some(reply) = self.running.remove(&pid) {
-            control::reply_exit(&reply, code);
+        if let Some(caller) = self.running.remove(&pid) {
+            control::reply_exit(&caller.reply, code);
+        }
+    }
+
+    /// The connections of callers still waiting for their commands, to poll for their going
+    /// away, each with its command.
+    pub fn callers(&self) -> Vec<(Pid, BorrowedFd<'_>)> {
+        self.running
+            .iter()
+            .filter(|(_, caller)| !caller.cancelled)
+            .map(|(pid, caller)| (*pid, caller.reply.as_fd()))
+            .collect()
+    }
+
+    /// Handles a caller's connection that polled readable: the caller sends nothing after
+    /// its request, so this is its end (or its shutting down its writing half), and its
+    /// command is killed with everything in its process group.
+    pub fn caller_ready(&mut self, pid: Pid) {
+        let Some(caller) = self.running.get_mut(&pid) else {
+            return;
+        };
+        let mut byte = [0u8; 64];
+        match recv(caller.reply.as_raw_fd(), &mut byte, MsgFlags::MSG_DONTWAIT) {
+            // Stray bytes are dropped; the caller is still there.
+            Ok(n) if n > 0 => {}
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
+            _ => {
+                caller.cancelled = true;
+                // The command leads its own session (and so its process group).
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
         }
     }
 
@@ -97,7 +142,13 @@ impl<'a> Execs<'a> {
             }
             Ok(ForkResult::Parent { child }) => {
                 drop(stdio);
-                self.running.insert(child, reply);
+                self.running.insert(
+                    child,
+                    Caller {
+                        reply,
+                        cancelled: false,
+                    },
+                );
             }
             Err(e) => control::reply_error(&reply, &format!("cannot start the command: {e}")),
         }

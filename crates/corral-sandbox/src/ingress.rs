@@ -25,6 +25,10 @@ const PORT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds the ingress socket at `path` (mode 0600), replacing a stale socket left by a sandbox
 /// that is gone; any other file there is refused.
+///
+/// The socket is bound under a temporary name, made 0600 and only then renamed to `path`: a
+/// client that sees `path` can connect at once (a bound socket refuses connections until it
+/// listens), and never while others could.
 pub fn bind(path: &Path) -> io::Result<OwnedFd> {
     if let Ok(meta) = path.symlink_metadata() {
         if !meta.file_type().is_socket() {
@@ -35,8 +39,17 @@ pub fn bind(path: &Path) -> io::Result<OwnedFd> {
         }
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = std::path::PathBuf::from(temporary);
+    let _ = std::fs::remove_file(&temporary);
+    let listener = UnixListener::bind(&temporary)?;
+    let placed = std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
     Ok(OwnedFd::from(listener))
 }
 

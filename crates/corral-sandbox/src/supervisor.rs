@@ -305,8 +305,13 @@ fn wait_for_command(
             PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             PollFd::new(lifeline.as_fd(), PollFlags::POLLIN),
         ];
+        let mut callers = Vec::new();
         if let Some(execs) = &execs {
             fds.push(PollFd::new(execs.listener(), PollFlags::POLLIN));
+            for (pid, fd) in execs.callers() {
+                callers.push(pid);
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
+            }
         }
         if let Some(leader) = &leader {
             if relay_input {
@@ -338,6 +343,12 @@ fn wait_for_command(
                 execs.accept();
             }
             index += 1;
+            for pid in callers {
+                if ready[index] {
+                    execs.caller_ready(pid);
+                }
+                index += 1;
+            }
         }
         if let Some(leader) = &leader {
             if relay_input {

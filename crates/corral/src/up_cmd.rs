@@ -41,6 +41,14 @@ pub struct UpArgs {
     /// (repeatable) [env CORRAL_TRUSTED_PROXIES, comma-separated].
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<IpAddr>,
+    /// A git token sandboxes' egress proxies add to requests to HOST, as HOST=env:VARIABLE or
+    /// HOST=file:PATH (repeatable; replaces [git_tokens]) [env CORRAL_GIT_TOKENS,
+    /// comma-separated].
+    #[arg(long = "git-token", value_name = "HOST=SOURCE")]
+    git_tokens: Vec<String>,
+    /// How long an exec may run when it names no timeout, e.g. 10m [env CORRAL_EXEC_TIMEOUT].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    exec_timeout: Option<Duration>,
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     print_config: bool,
@@ -66,6 +74,17 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         trusted_proxies: (!args.trusted_proxies.is_empty()).then_some(args.trusted_proxies),
         // Extra profiles name files on the host: the config file only.
         profiles: None,
+        exec_timeout: args.exec_timeout,
+        max_exec_timeout: None,
+        log_max_size: None,
+        git_tokens: (!args.git_tokens.is_empty())
+            .then(|| {
+                corral_gateway::git_tokens::git_token_pairs(
+                    args.git_tokens.iter().map(String::as_str),
+                )
+            })
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--git-token: {e}"))?,
     };
     let file = args
         .config

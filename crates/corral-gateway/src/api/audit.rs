@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 
 use super::caller::Caller;
 use super::error::ErrorBody;
-use super::lifecycle::file_stream;
+use super::lifecycle::{SandboxFile, file_stream};
 use super::sandboxes::visible;
 use super::{ApiError, AppState, Path};
 
@@ -36,11 +36,10 @@ pub(super) async fn audit(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sandbox = visible(&state, &caller, id).await?;
-    let path = state.runtime.audit_file(&sandbox.id);
     Ok(file_stream(
         &state,
         sandbox.id,
-        path,
+        SandboxFile::Audit(0),
         query.follow,
         "application/x-ndjson",
     ))

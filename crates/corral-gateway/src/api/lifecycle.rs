@@ -9,21 +9,18 @@ use axum::extract::{Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use utoipa::{IntoParams, ToSchema};
 
 use super::caller::Caller;
 use super::error::ErrorBody;
 use super::sandboxes::{SandboxView, visible};
 use super::{ApiError, AppState, Json, Path};
-use crate::runtime::{ExecOutput, RuntimeError};
+use crate::runtime::{ExecOutput, LogCursor, Runtime, RuntimeError};
 
 /// Most arguments (and, separately, environment variables) an exec may pass.
 const MAX_ARGS: usize = 1024;
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
-/// Bytes read from a log file at a time.
-const LOG_CHUNK: usize = 64 * 1024;
 
 impl From<RuntimeError> for ApiError {
     fn from(e: RuntimeError) -> Self {
@@ -70,12 +67,17 @@ pub(super) async fn stop(
 #[serde(deny_unknown_fields)]
 pub(super) struct ExecBody {
     /// The command and its arguments, looked up in the sandbox's `PATH`.
+    #[schema(min_items = 1)]
     argv: Vec<String>,
     /// Variables added to the sandbox's environment.
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
     /// Working directory inside the sandbox (absolute; default `/workspace`).
     cwd: Option<String>,
+    /// Seconds the command may run before it is killed (default: the gateway's
+    /// `exec_timeout`; at most its `max_exec_timeout`).
+    #[schema(minimum = 1)]
+    timeout_secs: Option<u64>,
 }
 
 /// How the command ended. Output is UTF-8 (invalid bytes replaced), at most 1 MiB per stream.
@@ -89,6 +91,9 @@ pub(super) struct ExecResult {
     stdout_truncated: bool,
     /// Whether stderr was longer than 1 MiB and cut.
     stderr_truncated: bool,
+    /// Whether the command ran out of time and was killed (its process group, with
+    /// SIGKILL; `exit_code` is then 137).
+    timed_out: bool,
 }
 
 impl From<ExecOutput> for ExecResult {
@@ -99,11 +104,26 @@ impl From<ExecOutput> for ExecResult {
             stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
             stdout_truncated: o.stdout_truncated,
             stderr_truncated: o.stderr_truncated,
+            timed_out: o.timed_out,
         }
     }
 }
 
 impl ExecBody {
+    /// How long the command may run: `timeout_secs`, checked against the gateway's bound.
+    fn timeout(&self, config: &crate::config::Config) -> Result<Duration, ApiError> {
+        let Some(secs) = self.timeout_secs else {
+            return Ok(config.exec_timeout);
+        };
+        let max = config.max_exec_timeout.as_secs();
+        if secs == 0 || secs > max {
+            return Err(ApiError::bad_request(format!(
+                "timeout_secs must be between 1 and {max} (this gateway's max_exec_timeout)"
+            )));
+        }
+        Ok(Duration::from_secs(secs))
+    }
+
     fn into_request(self) -> Result<corral_sandbox::control::ExecRequest, ApiError> {
         let has_nul = |s: &str| s.contains('\0');
         if self.argv.first().is_none_or(|a| a.is_empty()) {
@@ -139,7 +159,8 @@ impl ExecBody {
 }
 
 /// `POST /api/v1/sandboxes/{id}/exec`: runs a command in the running sandbox, under the
-/// sandbox's restrictions, and answers when it ends.
+/// sandbox's restrictions, and answers when it ends, or when its time is up (it is then
+/// killed). A client that disconnects before the answer kills the command.
 #[utoipa::path(post, path = "/api/v1/sandboxes/{id}/exec", tag = "sandboxes", security(("bearer" = [])), params(("id" = String, Path, description = "sandbox id")), request_body = ExecBody, responses((status = 200, description = "the command ended", body = ExecResult), (status = 400, description = "malformed request, or the command could not be started", body = ErrorBody), (status = 401, description = "no or bad credentials", body = ErrorBody), (status = 404, description = "no such id, or not the caller's", body = ErrorBody), (status = 409, description = "the sandbox is not running", body = ErrorBody), (status = 503, description = "the gateway is shutting down", body = ErrorBody)))]
 pub(super) async fn exec(
     State(state): State<AppState>,
@@ -148,8 +169,12 @@ pub(super) async fn exec(
     Json(body): Json<ExecBody>,
 ) -> Result<Json<ExecResult>, ApiError> {
     let sandbox = visible(&state, &caller, id).await?;
+    let timeout = body.timeout(&state.config)?;
     let request = body.into_request()?;
-    let output = state.runtime.exec(&sandbox.id, request).await?;
+    let output = state
+        .runtime
+        .exec_with_timeout(&sandbox.id, request, timeout)
+        .await?;
     Ok(Json(output.into()))
 }
 
@@ -175,31 +200,48 @@ pub(super) async fn logs(
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sandbox = visible(&state, &caller, id).await?;
-    let path = state.runtime.log_file(&sandbox.id);
+    let cursor = state.runtime.log_cursor(&sandbox.id);
     Ok(file_stream(
         &state,
         sandbox.id,
-        path,
+        SandboxFile::Log(cursor),
         query.follow,
         "text/plain; charset=utf-8",
     ))
 }
 
-/// The file at `path` as a streamed body of `content_type`, from its start; with `follow`,
-/// new bytes are sent as they are appended while sandbox `id` runs (and the gateway is not
-/// shutting down). A file not there yet is empty.
+/// Which of a sandbox's files a streamed body reads, and where it is in it.
+pub(super) enum SandboxFile {
+    /// The agent log, followed across rotations.
+    Log(LogCursor),
+    /// The audit log (never rotated), at this offset.
+    Audit(u64),
+}
+
+impl SandboxFile {
+    /// The next bytes after the position, empty when there are none yet.
+    async fn next(&mut self, runtime: &Runtime, id: &str) -> std::io::Result<Vec<u8>> {
+        match self {
+            SandboxFile::Log(cursor) => runtime.read_log(id, cursor).await,
+            SandboxFile::Audit(offset) => runtime.read_audit(id, offset).await,
+        }
+    }
+}
+
+/// A sandbox's file as a streamed body of `content_type`, from `file`'s position; with
+/// `follow`, new bytes are sent as they are appended while sandbox `id` runs (and the gateway
+/// is not shutting down). A file not there yet is empty.
 pub(super) fn file_stream(
     state: &AppState,
     id: String,
-    path: std::path::PathBuf,
+    file: SandboxFile,
     follow: bool,
     content_type: &'static str,
 ) -> Response {
     let runtime = state.runtime.clone();
-    // (offset, done): the stream reads from where it was, and on reaching the end either
+    // (file, done): the stream reads from where it was, and on reaching the end either
     // stops or, when following a running sandbox, waits for more.
-    let stream = futures_util::stream::unfold((0u64, false), move |(offset, done)| {
-        let path = path.clone();
+    let stream = futures_util::stream::unfold((file, false), move |(mut file, done)| {
         let runtime = runtime.clone();
         let id = id.clone();
         async move {
@@ -207,34 +249,18 @@ pub(super) fn file_stream(
                 return None;
             }
             loop {
-                match read_chunk(&path, offset).await {
+                match file.next(&runtime, &id).await {
                     Ok(chunk) if !chunk.is_empty() => {
-                        let next = offset + chunk.len() as u64;
-                        return Some((Ok::<_, std::io::Error>(chunk), (next, false)));
+                        return Some((Ok::<_, std::io::Error>(chunk), (file, false)));
                     }
                     Ok(_) if follow && runtime.is_running(&id) && !runtime.is_shutting_down() => {
                         tokio::time::sleep(FOLLOW_POLL).await;
                     }
                     Ok(_) => return None,
-                    Err(e) => return Some((Err(e), (offset, true))),
+                    Err(e) => return Some((Err(e), (file, true))),
                 }
             }
         }
     });
     ([(CONTENT_TYPE, content_type)], Body::from_stream(stream)).into_response()
-}
-
-/// Up to [`LOG_CHUNK`] bytes of the file at `offset`; empty at its end or if it does not
-/// exist yet (never started).
-async fn read_chunk(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
-    let mut file = match tokio::fs::File::open(path).await {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    file.seek(std::io::SeekFrom::Start(offset)).await?;
-    let mut chunk = vec![0; LOG_CHUNK];
-    let n = file.read(&mut chunk).await?;
-    chunk.truncate(n);
-    Ok(chunk)
 }

@@ -6,6 +6,7 @@ mod caller;
 mod error;
 mod lifecycle;
 mod openapi;
+mod openapi_common;
 mod profiles;
 mod sandboxes;
 mod users;

@@ -6,6 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
+use super::openapi_common::CommonResponses;
 use super::{audit, lifecycle, profiles, sandboxes, users};
 use crate::store::Role;
 
@@ -32,7 +33,7 @@ use crate::store::Role;
         profiles::list_profiles,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &CommonResponses)
 )]
 struct ApiDoc;
 

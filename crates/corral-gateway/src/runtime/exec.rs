@@ -3,8 +3,15 @@
 //! [`MAX_OUTPUT`] bytes (the rest is read and dropped, so the command never blocks on a full
 //! pipe). A background process that keeps the pipes open after the command ended gets
 //! [`DRAIN_GRACE`] to finish writing; then the output is returned as it is.
+//!
+//! A command never outlives the request that asked for it: when its time is up the gateway
+//! shuts down its side of the control connection (the supervisor then kills the command's
+//! process group and still reports the exit status), and when the request is dropped (its
+//! client went away) the connection is closed, which kills the command the same way.
 
+use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -20,6 +27,9 @@ pub const MAX_OUTPUT: usize = 1024 * 1024;
 /// How long output is still read after the command ended.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a timed-out command's exit status is waited for once it has been killed.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// How an exec ended.
 #[derive(Debug)]
 pub struct ExecOutput {
@@ -33,6 +43,8 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
     /// Whether stderr was longer.
     pub stderr_truncated: bool,
+    /// Whether the command ran out of time and was killed.
+    pub timed_out: bool,
 }
 
 /// Why an exec did not produce an exit code.
@@ -48,17 +60,23 @@ pub(super) enum ExecError {
     Task(tokio::task::JoinError),
 }
 
-/// Runs `request` through the control socket at `control`.
-pub(super) async fn run(control: PathBuf, request: ExecRequest) -> Result<ExecOutput, ExecError> {
+/// Runs `request` through the control socket at `control`, killing it after `timeout`.
+pub(super) async fn run(
+    control: PathBuf,
+    request: ExecRequest,
+    timeout: Duration,
+) -> Result<ExecOutput, ExecError> {
     let (stdout_read, stdout_write) = cloexec_pipe().map_err(ExecError::Pipes)?;
     let (stderr_read, stderr_write) = cloexec_pipe().map_err(ExecError::Pipes)?;
     let stdin = std::fs::File::open("/dev/null").map_err(ExecError::Pipes)?;
+    let stream = connect(control).await.map_err(ExecError::Unreachable)?;
+    let connection = Connection(stream.try_clone().map_err(ExecError::Pipes)?);
     let (done_tx, done) = watch::channel(false);
     let stdout = tokio::spawn(read_bounded(stdout_read, done.clone()));
     let stderr = tokio::spawn(read_bounded(stderr_read, done));
-    let result = tokio::task::spawn_blocking(move || {
-        let result = control::exec(
-            &control,
+    let mut task = tokio::task::spawn_blocking(move || {
+        let result = control::exec_on(
+            &stream,
             &request,
             &[stdin.as_fd(), stdout_write.as_fd(), stderr_write.as_fd()],
         );
@@ -66,8 +84,19 @@ pub(super) async fn run(control: PathBuf, request: ExecRequest) -> Result<ExecOu
         // once the sandbox's copies are closed.
         drop((stdout_write, stderr_write));
         result
-    })
-    .await;
+    });
+    let (result, timed_out) = match tokio::time::timeout(timeout, &mut task).await {
+        Ok(result) => (result, false),
+        Err(_) => {
+            connection.cancel();
+            if let Ok(result) = tokio::time::timeout(KILL_GRACE, &mut task).await {
+                (result, true)
+            } else {
+                connection.close();
+                (task.await, true)
+            }
+        }
+    };
     let _ = done_tx.send(true);
     let (stdout, stdout_truncated) = stdout.await.map_err(ExecError::Task)?;
     let (stderr, stderr_truncated) = stderr.await.map_err(ExecError::Task)?;
@@ -86,7 +115,38 @@ pub(super) async fn run(control: PathBuf, request: ExecRequest) -> Result<ExecOu
         stdout_truncated,
         stderr,
         stderr_truncated,
+        timed_out,
     })
+}
+
+/// A blocking connection to the control socket, made without blocking the async runtime.
+async fn connect(control: PathBuf) -> std::io::Result<UnixStream> {
+    let stream = tokio::net::UnixStream::connect(control).await?.into_std()?;
+    stream.set_nonblocking(false)?;
+    Ok(stream)
+}
+
+/// The gateway's handle on an exec's control connection. Dropped with the request (its
+/// client went away, or the gateway stops waiting), it closes the connection, which makes
+/// the supervisor kill the command.
+struct Connection(UnixStream);
+
+impl Connection {
+    /// Asks the supervisor to kill the command; its exit status still comes back.
+    fn cancel(&self) {
+        let _ = self.0.shutdown(Shutdown::Write);
+    }
+
+    /// Closes both directions: the command is killed and the blocked read returns at once.
+    fn close(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// A pipe whose ends are not inherited by processes the gateway starts meanwhile.

@@ -15,6 +15,7 @@
 
 mod clone;
 mod exec;
+mod logs;
 mod process;
 
 use std::collections::{BTreeMap, HashMap};
@@ -30,8 +31,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 pub use exec::{ExecOutput, MAX_OUTPUT};
+pub use logs::LogCursor;
 
 use crate::config::Config;
+use crate::git_tokens::GitTokenSource;
 use crate::store::{ProcessId, Sandbox, Store, StoreError};
 
 /// The `state` of a sandbox whose process runs.
@@ -91,8 +94,10 @@ pub enum RuntimeError {
     /// The gateway could not set up an exec (pipes for its output).
     #[error("cannot set up the exec: {0}")]
     ExecSetup(std::io::Error),
-    /// The gateway is shutting down; the command may still be running in the sandbox.
-    #[error("the gateway is shutting down; the command's result is lost (it may still run)")]
+    /// The gateway is shutting down; the command was killed with the request.
+    #[error(
+        "the gateway is shutting down; the command was stopped: run it again once the gateway is back"
+    )]
     ShuttingDown,
     /// The sandbox's profile is neither built in nor configured (any more).
     #[error("profile {0:?} is not configured on this gateway (any more)")]
@@ -134,6 +139,10 @@ impl SandboxPaths {
     fn log(&self) -> PathBuf {
         self.dir.join("agent.log")
     }
+    /// Present from just before a repo session's clone until it has succeeded.
+    fn clone_pending(&self) -> PathBuf {
+        self.dir.join("clone.pending")
+    }
 
     /// Removes sockets a killed `corral run` left behind.
     fn remove_stale_sockets(&self) {
@@ -163,6 +172,10 @@ pub struct Runtime {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     watched: Mutex<HashMap<String, Watched>>,
     shutdown: watch::Sender<bool>,
+    exec_timeout: Duration,
+    log_max_size: u64,
+    log_rotations: logs::Rotations,
+    git_tokens: BTreeMap<String, GitTokenSource>,
 }
 
 impl Runtime {
@@ -180,6 +193,10 @@ impl Runtime {
             locks: Mutex::default(),
             watched: Mutex::default(),
             shutdown: watch::Sender::new(false),
+            exec_timeout: config.exec_timeout,
+            log_max_size: config.log_max_size,
+            log_rotations: logs::Rotations::default(),
+            git_tokens: config.git_tokens.clone(),
         }
     }
 
@@ -206,14 +223,12 @@ impl Runtime {
         }
     }
 
-    /// Where the sandbox's agent log (stdout and stderr of `corral run`) is.
-    pub fn log_file(&self, id: &str) -> PathBuf {
-        self.paths(id).log()
-    }
-
-    /// Where the sandbox's audit log (its policy decisions, JSON lines) is.
-    pub fn audit_file(&self, id: &str) -> PathBuf {
-        self.paths(id).audit()
+    /// The next bytes of the sandbox's audit log (its policy decisions, JSON lines) after
+    /// `offset`, which advances; empty when there are none yet.
+    pub async fn read_audit(&self, id: &str, offset: &mut u64) -> std::io::Result<Vec<u8>> {
+        let chunk = logs::read_chunk(&self.paths(id).audit(), *offset).await?;
+        *offset += chunk.len() as u64;
+        Ok(chunk)
     }
 
     /// Whether the gateway watches a running process for this sandbox.
@@ -329,10 +344,17 @@ impl Runtime {
     pub async fn start(self: &Arc<Self>, id: &str) -> Result<Sandbox, RuntimeError> {
         let _guard = self.lock(id).await;
         let sandbox = self.record(id).await?;
-        if self.is_running(id) {
-            return Ok(sandbox);
-        }
         let paths = self.paths(id);
+        let watched = self.watched_lock().get(id).cloned();
+        if let Some(watched) = watched {
+            // Adopted after a restart, it may still be starting, or its first clone may have
+            // been cut off with the gateway that began it.
+            wait_until_ready(&paths.control(), watched.ended).await;
+            if sandbox.repo.is_some() && paths.clone_pending().exists() {
+                self.first_clone(id, &sandbox, true).await?;
+            }
+            return self.record(id).await;
+        }
         let log = prepare_files(&paths)?;
         let profile = match self.profiles.get(&sandbox.profile) {
             Some(file) => ["--policy".as_ref(), file.as_os_str()],
@@ -341,7 +363,16 @@ impl Runtime {
             }
             None => return Err(RuntimeError::UnknownProfile(sandbox.profile.clone())),
         };
-        let first_start = sandbox.repo.is_some() && !paths.workspace().join(".git").exists();
+        // A clone a killed gateway left unfinished is redone from scratch; the clone is
+        // marked pending before the sandbox starts, so no crash leaves it half done unseen.
+        let interrupted = paths.clone_pending().exists();
+        let first_start =
+            sandbox.repo.is_some() && (interrupted || !paths.workspace().join(".git").exists());
+        if first_start {
+            let pending = paths.clone_pending();
+            std::fs::write(&pending, b"").map_err(|source| files("create", &pending, source))?;
+        }
+        let git_tokens = self.git_tokens_for(&sandbox.profile);
         let mut command = tokio::process::Command::new(&self.corral);
         command
             .arg("run")
@@ -361,6 +392,12 @@ impl Runtime {
             // The data dir holds the store and every other sandbox's workspace.
             .arg("--hide")
             .arg(&self.data_dir)
+            .args(git_tokens.iter().flat_map(|(host, source)| {
+                [
+                    "--git-token".to_owned(),
+                    format!("{host}={}", source.reference()),
+                ]
+            }))
             .arg("--")
             .args(agent_command(&sandbox.agent))
             .current_dir(&paths.dir)
@@ -369,6 +406,12 @@ impl Runtime {
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             // Where the gateway's user keeps secrets: corral run hides them from the sandbox.
             .envs(home_variables())
+            // An env: git token reaches corral run's own environment only (never its command
+            // line); the sandbox's environment is built without it.
+            .envs(git_tokens.iter().filter_map(|(_, source)| match source {
+                GitTokenSource::Env { variable, value } => Some((variable, value.expose())),
+                GitTokenSource::File(_) => None,
+            }))
             .stdin(Stdio::null())
             .stdout(
                 log.try_clone()
@@ -402,45 +445,26 @@ impl Runtime {
         tracing::info!(sandbox = %id, pid, "sandbox started");
         let ended = self.watch_child(id.to_owned(), process, child);
         wait_until_ready(&paths.control(), ended).await;
-        if let (true, Some(repo)) = (first_start, &sandbox.repo) {
-            let branch = sandbox.branch.as_deref().unwrap_or("main");
-            match self.clone_repo(id, repo, branch).await {
-                Ok(()) => {}
-                // The sandbox ended by itself before it could clone: its record says so.
-                Err(RuntimeError::NotRunning(_)) => {}
-                Err(e) => {
-                    // A repo session without its repo is not what was asked for.
-                    self.stop_locked(id).await?;
-                    return Err(e);
-                }
-            }
+        if first_start {
+            self.first_clone(id, &sandbox, interrupted).await?;
         }
         self.record(id).await
     }
 
-    /// Clones `repo` into the running sandbox's workspace and checks out `branch` (created
-    /// if the remote has no such branch). git runs inside the sandbox, so the clone goes
-    /// through its egress proxy under its policy. git's output is added to the agent log.
-    async fn clone_repo(&self, id: &str, repo: &str, branch: &str) -> Result<(), RuntimeError> {
-        let output = self.exec(id, clone::request(repo, branch)).await?;
-        let log = self.paths(id).log();
-        let mut text = output.stdout.clone();
-        text.extend_from_slice(&output.stderr);
-        let appended = OpenOptions::new()
-            .append(true)
-            .open(&log)
-            .and_then(|mut f| std::io::Write::write_all(&mut f, &text));
-        if let Err(source) = appended {
-            tracing::warn!(sandbox = %id, error = %source, "cannot add the clone's output to the log");
+    /// The git tokens to hand a sandbox with this profile: all of them, unless the profile
+    /// allows no network at all (then `corral run` has no proxy to add them, and would
+    /// refuse them).
+    fn git_tokens_for(&self, profile: &str) -> Vec<(&String, &GitTokenSource)> {
+        if self.git_tokens.is_empty() {
+            return Vec::new();
         }
-        if output.exit_code == 0 {
-            tracing::info!(sandbox = %id, "repo cloned");
-            Ok(())
-        } else {
-            Err(RuntimeError::Clone {
-                repo: repo.to_owned(),
-                output: clone::last_lines(&output.stderr),
-            })
+        let loaded = match self.profiles.get(profile) {
+            Some(file) => corral_policy::Profile::load(file),
+            None => corral_policy::Profile::builtin(profile),
+        };
+        match loaded {
+            Ok(p) if !p.network.allow.is_empty() => self.git_tokens.iter().collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -502,19 +526,32 @@ impl Runtime {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.log_rotations.forget(id);
         Ok(deleted)
     }
 
-    /// Runs `request` in the running sandbox and returns its exit code and output.
+    /// Runs `request` in the running sandbox and returns its exit code and output; kills it
+    /// after the configured `exec_timeout`.
     pub async fn exec(
         &self,
         id: &str,
         request: corral_sandbox::control::ExecRequest,
     ) -> Result<ExecOutput, RuntimeError> {
+        self.exec_with_timeout(id, request, self.exec_timeout).await
+    }
+
+    /// [`Runtime::exec`], killing the command after `timeout` (the output then says it
+    /// timed out). Dropping the returned future (a client that went away) kills it too.
+    pub async fn exec_with_timeout(
+        &self,
+        id: &str,
+        request: corral_sandbox::control::ExecRequest,
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
         if !self.is_running(id) {
             return Err(RuntimeError::NotRunning(id.to_owned()));
         }
-        let run = exec::run(self.paths(id).control(), request);
+        let run = exec::run(self.paths(id).control(), request, timeout);
         let result = tokio::select! {
             result = run => result,
             () = self.shutting_down() => return Err(RuntimeError::ShuttingDown),
