@@ -24,6 +24,7 @@
 mod api;
 pub mod auth;
 pub mod config;
+pub mod inference;
 pub mod runtime;
 mod server;
 pub mod store;

@@ -5,7 +5,9 @@ mod caller;
 mod error;
 mod lifecycle;
 mod openapi;
+mod providers;
 mod sandboxes;
+mod usage;
 mod users;
 
 use std::sync::Arc;
@@ -92,7 +94,15 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(lifecycle::start))
         .route("/sandboxes/{id}/stop", post(lifecycle::stop))
         .route("/sandboxes/{id}/exec", post(lifecycle::exec))
-        .route("/sandboxes/{id}/logs", get(lifecycle::logs));
+        .route("/sandboxes/{id}/logs", get(lifecycle::logs))
+        // Inference: providers (admins), usage and budgets.
+        .route("/providers", get(providers::list).post(providers::add))
+        .route("/providers/{name}", delete(providers::remove))
+        .route("/usage", get(usage::list))
+        .route(
+            "/budgets/{email}",
+            get(usage::get_budget).put(usage::set_budget),
+        );
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })

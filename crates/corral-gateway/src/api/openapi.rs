@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{lifecycle, sandboxes, users};
+use super::{lifecycle, providers, sandboxes, usage, users};
 use crate::store::Role;
 
 #[derive(OpenApi)]
@@ -28,6 +28,12 @@ use crate::store::Role;
         lifecycle::stop,
         lifecycle::exec,
         lifecycle::logs,
+        providers::list,
+        providers::add,
+        providers::remove,
+        usage::list,
+        usage::get_budget,
+        usage::set_budget,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth)

@@ -162,6 +162,7 @@ pub struct Runtime {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     watched: Mutex<HashMap<String, Watched>>,
     shutdown: watch::Sender<bool>,
+    inference: std::sync::OnceLock<Arc<crate::inference::Inference>>,
 }
 
 impl Runtime {
@@ -178,7 +179,19 @@ impl Runtime {
             locks: Mutex::default(),
             watched: Mutex::default(),
             shutdown: watch::Sender::new(false),
+            inference: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives every sandbox started or adopted from now on an inference socket served by
+    /// `inference`, and the provider settings in its environment. Call before reconciling.
+    pub fn set_inference(&self, inference: Arc<crate::inference::Inference>) {
+        let _ = self.inference.set(inference);
+    }
+
+    /// The inference router, when one is set.
+    pub fn inference(&self) -> Option<&Arc<crate::inference::Inference>> {
+        self.inference.get()
     }
 
     /// Tells long requests (followed logs, execs) that the gateway is shutting down, so they
@@ -335,6 +348,7 @@ impl Runtime {
             None => return Err(RuntimeError::UnknownProfile(sandbox.profile.clone())),
         };
         let first_start = sandbox.repo.is_some() && !paths.workspace().join(".git").exists();
+        let inference_args = self.inference_args(id).await?;
         let mut command = tokio::process::Command::new(&self.corral);
         command
             .arg("run")
@@ -351,6 +365,7 @@ impl Runtime {
             .arg(paths.audit())
             .arg("--ca-dir")
             .arg(&self.ca_dir)
+            .args(inference_args)
             .arg("--")
             .args(agent_command(&sandbox.agent))
             .current_dir(&paths.dir)
@@ -562,8 +577,10 @@ impl Runtime {
             },
         );
         let runtime = self.clone();
+        let inference = self.serve_inference(&id);
         tokio::spawn(async move {
             let code = ended.await;
+            drop(inference);
             let (state, code) = if stopping.load(Ordering::SeqCst) {
                 (STOPPED, None)
             } else {
@@ -591,6 +608,41 @@ impl Runtime {
             let _ = ended_tx.send(true);
         });
         ended_rx
+    }
+}
+
+impl Runtime {
+    /// `corral run` arguments that connect sandbox `id` to the inference router: its socket
+    /// and the provider settings for its environment (none without a router).
+    async fn inference_args(&self, id: &str) -> Result<Vec<String>, RuntimeError> {
+        let Some(inference) = self.inference.get().cloned() else {
+            return Ok(Vec::new());
+        };
+        let socket = inference.socket(id);
+        let target = id.to_owned();
+        let env =
+            tokio::task::spawn_blocking(move || inference.sandbox_environment(&target)).await??;
+        let mut args = vec![
+            "--inference-socket".to_owned(),
+            socket.to_string_lossy().into_owned(),
+        ];
+        for (name, value) in env {
+            args.push("--env".to_owned());
+            args.push(format!("{name}={value}"));
+        }
+        Ok(args)
+    }
+
+    /// Serves sandbox `id`'s inference socket while it runs (none without a router).
+    fn serve_inference(&self, id: &str) -> Option<crate::inference::Serving> {
+        let inference = self.inference.get()?;
+        match inference.serve(id) {
+            Ok(serving) => Some(serving),
+            Err(e) => {
+                tracing::error!(sandbox = %id, error = %e, "cannot serve the inference socket");
+                None
+            }
+        }
     }
 }
 
