@@ -179,15 +179,20 @@ async fn answer(
     let stream = body["stream"] == json!(true);
     match (path.as_str(), stream) {
         ("/v1/messages", false) => json_response(anthropic_message(&model)),
-        ("/v1/messages", true) => sse_response(anthropic_events(&model, behaviour.chunks), behaviour),
+        ("/v1/messages", true) => {
+            sse_response(anthropic_events(&model, behaviour.chunks), behaviour)
+        }
         ("/v1/chat/completions", false) => json_response(openai_completion(&model)),
         ("/v1/chat/completions", true) => {
             let usage = body["stream_options"]["include_usage"] == json!(true);
             sse_response(openai_chunks(&model, behaviour.chunks, usage), behaviour)
         }
-        ("/v1/models", _) => json_response(json!({"data": [{"id": "fake-model", "object": "model"}]})),
+        ("/v1/models", _) => {
+            json_response(json!({"data": [{"id": "fake-model", "object": "model"}]}))
+        }
         _ => {
-            let mut response = json_response(json!({"error": {"message": format!("no route {path}")}}));
+            let mut response =
+                json_response(json!({"error": {"message": format!("no route {path}")}}));
             *response.status_mut() = hyper::StatusCode::NOT_FOUND;
             response
         }
@@ -218,7 +223,10 @@ fn pieces(n: usize) -> Vec<String> {
     let n = n.max(1);
     let chars: Vec<char> = REPLY.chars().collect();
     let size = chars.len().div_ceil(n);
-    chars.chunks(size.max(1)).map(|c| c.iter().collect()).collect()
+    chars
+        .chunks(size.max(1))
+        .map(|c| c.iter().collect())
+        .collect()
 }
 
 fn event(name: &str, data: &Value) -> String {
@@ -228,21 +236,36 @@ fn event(name: &str, data: &Value) -> String {
 fn anthropic_events(model: &str, chunks: usize) -> Vec<String> {
     let (input, output) = ANTHROPIC_TOKENS;
     let mut events = vec![
-        event("message_start", &json!({"type": "message_start", "message": {
+        event(
+            "message_start",
+            &json!({"type": "message_start", "message": {
             "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
             "content": [], "stop_reason": null, "stop_sequence": null,
-            "usage": {"input_tokens": input, "output_tokens": 1}}})),
-        event("content_block_start", &json!({"type": "content_block_start", "index": 0,
-            "content_block": {"type": "text", "text": ""}})),
+            "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        ),
+        event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
     ];
     for piece in pieces(chunks) {
-        events.push(event("content_block_delta", &json!({"type": "content_block_delta",
-            "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+        events.push(event(
+            "content_block_delta",
+            &json!({"type": "content_block_delta",
+            "index": 0, "delta": {"type": "text_delta", "text": piece}}),
+        ));
     }
-    events.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
-    events.push(event("message_delta", &json!({"type": "message_delta",
+    events.push(event(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
+    events.push(event(
+        "message_delta",
+        &json!({"type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": null},
-        "usage": {"output_tokens": output}})));
+        "usage": {"output_tokens": output}}),
+    ));
     events.push(event("message_stop", &json!({"type": "message_stop"})));
     events
 }
@@ -257,7 +280,10 @@ fn openai_chunks(model: &str, chunks: usize, usage: bool) -> Vec<String> {
         }
         format!("data: {c}\n\n")
     };
-    let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+    let mut out = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        Value::Null,
+    )];
     for piece in pieces(chunks) {
         out.push(chunk(json!({"content": piece}), Value::Null));
     }
@@ -276,9 +302,10 @@ fn json_response(value: Value) -> Response<ChunkBody> {
     let (sender, receiver) = mpsc::unbounded_channel();
     let _ = sender.send(Bytes::from(value.to_string()));
     let mut response = Response::new(ChunkBody(receiver));
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     response
 }
 
@@ -295,9 +322,10 @@ fn sse_response(events: Vec<String>, behaviour: Behaviour) -> Response<ChunkBody
         }
     });
     let mut response = Response::new(ChunkBody(receiver));
-    response
-        .headers_mut()
-        .insert("content-type", hyper::header::HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(
+        "content-type",
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
 

@@ -36,7 +36,12 @@ enum ProviderCommand {
         #[arg(long)]
         base_url: String,
         /// Read the key from this environment variable.
-        #[arg(long, value_name = "VAR", conflicts_with = "key_file", required_unless_present = "key_file")]
+        #[arg(
+            long,
+            value_name = "VAR",
+            conflicts_with = "key_file",
+            required_unless_present = "key_file"
+        )]
         key_env: Option<String>,
         /// Read the key from this file.
         #[arg(long, value_name = "FILE")]

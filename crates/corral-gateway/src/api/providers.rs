@@ -143,7 +143,10 @@ fn check_name(name: &str) -> Result<(), ApiError> {
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
-        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(())
     } else {
@@ -168,7 +171,9 @@ fn normalize_base_url(url: &str) -> Result<String, ApiError> {
     }
     let authority = uri.authority().ok_or_else(|| bad("no host"))?;
     if authority.as_str().contains('@') {
-        return Err(bad("credentials do not belong in the URL; pass the key instead"));
+        return Err(bad(
+            "credentials do not belong in the URL; pass the key instead",
+        ));
     }
     if uri.query().is_some() {
         return Err(bad("a query is not allowed"));
@@ -200,7 +205,12 @@ mod tests {
             normalize_base_url("https://openrouter.ai/api/v1").unwrap(),
             "https://openrouter.ai/api"
         );
-        for bad in ["ftp://x", "nohost", "https://u:p@x.com", "https://x.com/?a=b"] {
+        for bad in [
+            "ftp://x",
+            "nohost",
+            "https://u:p@x.com",
+            "https://x.com/?a=b",
+        ] {
             assert!(normalize_base_url(bad).is_err(), "{bad}");
         }
         assert!(check_name("local-vllm").is_ok());

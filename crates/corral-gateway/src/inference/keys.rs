@@ -76,7 +76,10 @@ impl ProviderKeys {
                 if mode & 0o077 != 0 {
                     return Err(KeyError::Unusable {
                         path,
-                        reason: format!("mode {:o} lets others read it: chmod 600 it", mode & 0o777),
+                        reason: format!(
+                            "mode {:o} lets others read it: chmod 600 it",
+                            mode & 0o777
+                        ),
                     });
                 }
                 let mut bytes = Vec::new();

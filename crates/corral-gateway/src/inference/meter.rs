@@ -121,8 +121,12 @@ impl Meter {
                     .collect();
                 (!found.is_empty()).then(|| found.iter().sum())
             };
-            let input = count(&["input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"])
-                .or_else(|| count(&["prompt_tokens"]));
+            let input = count(&[
+                "input_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+            ])
+            .or_else(|| count(&["prompt_tokens"]));
             let output = count(&["output_tokens"]).or_else(|| count(&["completion_tokens"]));
             if let Some(input) = input {
                 self.tokens.input = self.tokens.input.max(input);
@@ -148,11 +152,25 @@ mod tests {
 
     #[test]
     fn anthropic_and_openai_json_responses() {
-        let anthropic = r#"{"type":"message","content":[],"usage":{"input_tokens":12,"output_tokens":7}}"#;
-        let openai = r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#;
+        let anthropic =
+            r#"{"type":"message","content":[],"usage":{"input_tokens":12,"output_tokens":7}}"#;
+        let openai =
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13}}"#;
         for chunk in [1, 5, 1000] {
-            assert_eq!(metered("application/json", anthropic, chunk), Tokens { input: 12, output: 7 });
-            assert_eq!(metered("application/json", openai, chunk), Tokens { input: 9, output: 4 });
+            assert_eq!(
+                metered("application/json", anthropic, chunk),
+                Tokens {
+                    input: 12,
+                    output: 7
+                }
+            );
+            assert_eq!(
+                metered("application/json", openai, chunk),
+                Tokens {
+                    input: 9,
+                    output: 4
+                }
+            );
         }
     }
 
@@ -169,15 +187,30 @@ mod tests {
         for chunk in [1, 3, 7, 4096] {
             assert_eq!(
                 metered("text/event-stream; charset=utf-8", anthropic, chunk),
-                Tokens { input: 25, output: 15 }
+                Tokens {
+                    input: 25,
+                    output: 15
+                }
             );
-            assert_eq!(metered("text/event-stream", openai, chunk), Tokens { input: 8, output: 3 });
+            assert_eq!(
+                metered("text/event-stream", openai, chunk),
+                Tokens {
+                    input: 8,
+                    output: 3
+                }
+            );
         }
     }
 
     #[test]
     fn a_response_without_usage_counts_nothing() {
-        assert_eq!(metered("application/json", "not json", 4), Tokens::default());
-        assert_eq!(metered("text/event-stream", "data: {}\n", 4), Tokens::default());
+        assert_eq!(
+            metered("application/json", "not json", 4),
+            Tokens::default()
+        );
+        assert_eq!(
+            metered("text/event-stream", "data: {}\n", 4),
+            Tokens::default()
+        );
     }
 }

@@ -190,14 +190,23 @@ fn environment(providers: &[Provider], placeholder: &str) -> Vec<(String, String
     let anthropic = pick("anthropic", |k| k == ProviderKind::Anthropic);
     let openai = pick("openai", ProviderKind::is_openai);
     if let Some(p) = anthropic {
-        env.push(("ANTHROPIC_BASE_URL".into(), format!("{ROUTER_URL}/{}", p.name)));
+        env.push((
+            "ANTHROPIC_BASE_URL".into(),
+            format!("{ROUTER_URL}/{}", p.name),
+        ));
         env.push(("ANTHROPIC_API_KEY".into(), placeholder.to_owned()));
     }
     if let Some(p) = openai {
-        env.push(("OPENAI_BASE_URL".into(), format!("{ROUTER_URL}/{}/v1", p.name)));
+        env.push((
+            "OPENAI_BASE_URL".into(),
+            format!("{ROUTER_URL}/{}/v1", p.name),
+        ));
         env.push(("OPENAI_API_KEY".into(), placeholder.to_owned()));
     }
-    env.push(("OPENCODE_CONFIG_CONTENT".into(), opencode_config(providers, placeholder)));
+    env.push((
+        "OPENCODE_CONFIG_CONTENT".into(),
+        opencode_config(providers, placeholder),
+    ));
     env
 }
 
@@ -257,12 +266,17 @@ mod tests {
             provider("local", ProviderKind::OpenAiCompatible),
             provider("openai", ProviderKind::OpenAi),
         ];
-        let env: HashMap<String, String> = environment(&providers, "sk-corral-x").into_iter().collect();
+        let env: HashMap<String, String> =
+            environment(&providers, "sk-corral-x").into_iter().collect();
         assert_eq!(env["ANTHROPIC_BASE_URL"], format!("{ROUTER_URL}/claude"));
         assert_eq!(env["OPENAI_BASE_URL"], format!("{ROUTER_URL}/openai/v1"));
         assert_eq!(env["ANTHROPIC_API_KEY"], "sk-corral-x");
-        let opencode: serde_json::Value = serde_json::from_str(&env["OPENCODE_CONFIG_CONTENT"]).unwrap();
-        assert_eq!(opencode["provider"]["local"]["npm"], "@ai-sdk/openai-compatible");
+        let opencode: serde_json::Value =
+            serde_json::from_str(&env["OPENCODE_CONFIG_CONTENT"]).unwrap();
+        assert_eq!(
+            opencode["provider"]["local"]["npm"],
+            "@ai-sdk/openai-compatible"
+        );
         assert!(today().starts_with("20"));
     }
 

@@ -21,7 +21,9 @@ use serde_json::Value;
 use super::meter::Meter;
 use super::upstream::{self, Destination};
 use super::{Inference, today};
-use crate::store::{Budget, Provider, ProviderKind, Sandbox, Store, StoreError, UsageRow, UsageTotals};
+use crate::store::{
+    Budget, Provider, ProviderKind, Sandbox, Store, StoreError, UsageRow, UsageTotals,
+};
 
 /// Largest request body read (a prompt with images and a long context fits).
 const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
@@ -107,7 +109,12 @@ impl IntoResponse for Refused {
                 "bad_request",
                 m,
             ),
-            Self::Upstream(m) => (StatusCode::BAD_GATEWAY, "api_error", "provider_unreachable", m),
+            Self::Upstream(m) => (
+                StatusCode::BAD_GATEWAY,
+                "api_error",
+                "provider_unreachable",
+                m,
+            ),
             Self::Internal(m) => {
                 tracing::error!(error = %m, "inference router failed");
                 (
@@ -211,7 +218,11 @@ async fn forward(route: &SandboxRoute, request: Request) -> Result<Response, Ref
     let real_key = keys
         .open(&facts.provider.name, &facts.provider.sealed_key)
         .map_err(|e| Refused::Internal(e.to_string()))?;
-    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
     let destination = Destination::new(&facts.provider, &format!("{api_path}{query}"))
         .map_err(|e| Refused::Upstream(e.to_string()))?;
     let mut upstream_request = axum::http::Request::new(Full::new(body));
@@ -303,10 +314,30 @@ fn check_budget(facts: &Facts) -> Result<(), Refused> {
     let budget = &facts.budget;
     let owner = &facts.sandbox.owner;
     let checks = [
-        (budget.tokens_per_day, facts.day.tokens(), "tokens", "today (UTC)"),
-        (budget.tokens_per_month, facts.month.tokens(), "tokens", "this month (UTC)"),
-        (budget.requests_per_day, facts.day.requests, "requests", "today (UTC)"),
-        (budget.requests_per_month, facts.month.requests, "requests", "this month (UTC)"),
+        (
+            budget.tokens_per_day,
+            facts.day.tokens(),
+            "tokens",
+            "today (UTC)",
+        ),
+        (
+            budget.tokens_per_month,
+            facts.month.tokens(),
+            "tokens",
+            "this month (UTC)",
+        ),
+        (
+            budget.requests_per_day,
+            facts.day.requests,
+            "requests",
+            "today (UTC)",
+        ),
+        (
+            budget.requests_per_month,
+            facts.month.requests,
+            "requests",
+            "this month (UTC)",
+        ),
     ];
     for (limit, used, what, when) in checks {
         if let Some(limit) = limit
@@ -329,7 +360,11 @@ fn rewrite_body(provider: &Provider, api_path: &str, body: Bytes) -> (Bytes, Str
         return (body, String::new());
     };
     let mut changed = false;
-    let asked = object.get("model").and_then(Value::as_str).unwrap_or("").to_owned();
+    let asked = object
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
     let model = match provider.aliases.get(&asked) {
         Some(real) => {
             object.insert("model".into(), real.clone().into());
@@ -420,9 +455,8 @@ fn upstream_headers(
             headers.append(name.clone(), value.clone());
         }
     }
-    let bad_key = || {
-        Refused::Internal("the provider's key holds characters a header cannot carry".into())
-    };
+    let bad_key =
+        || Refused::Internal("the provider's key holds characters a header cannot carry".into());
     headers.insert(
         HOST,
         HeaderValue::from_str(authority).map_err(|_| Refused::Internal("bad host".into()))?,
@@ -472,7 +506,12 @@ impl Recorder {
 /// recorded: a client that has read the whole answer sees its tokens counted.
 fn metered_response(response: axum::http::Response<Incoming>, recorder: Recorder) -> Response {
     let (mut parts, body) = response.into_parts();
-    for name in [CONTENT_LENGTH.as_str(), "connection", "keep-alive", "transfer-encoding"] {
+    for name in [
+        CONTENT_LENGTH.as_str(),
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+    ] {
         parts.headers.remove(name);
     }
     let content_type = parts

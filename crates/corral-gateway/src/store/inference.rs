@@ -138,8 +138,7 @@ pub struct Budget {
     pub sandbox_requests_per_minute: Option<i64>,
 }
 
-const PROVIDER_COLUMNS: &str =
-    "name, kind, base_url, sealed_key, allow_private, aliases, created";
+const PROVIDER_COLUMNS: &str = "name, kind, base_url, sealed_key, allow_private, aliases, created";
 
 fn provider_from_row(row: &Row<'_>) -> rusqlite::Result<Provider> {
     let kind: String = row.get(1)?;
@@ -189,8 +188,9 @@ impl Store {
     /// All providers, by name.
     pub fn providers(&self) -> Result<Vec<Provider>, StoreError> {
         let conn = self.conn();
-        let mut statement =
-            conn.prepare(&format!("SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY name"))?;
+        let mut statement = conn.prepare(&format!(
+            "SELECT {PROVIDER_COLUMNS} FROM providers ORDER BY name"
+        ))?;
         let rows = statement.query_map([], provider_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -366,7 +366,10 @@ mod tests {
         store.add_usage(&row("2026-01-02", 20), user.id).unwrap();
         store.add_usage(&row("2026-01-03", 1), user.id).unwrap();
         let day = store.usage_since(user.id, "2026-01-02").unwrap();
-        assert_eq!((day.requests, day.input_tokens, day.output_tokens), (2, 30, 10));
+        assert_eq!(
+            (day.requests, day.input_tokens, day.output_tokens),
+            (2, 30, 10)
+        );
         assert_eq!(store.usage_since(user.id, "2026-01").unwrap().tokens(), 46);
         assert_eq!(store.usage(Some(user.id)).unwrap().len(), 2);
         assert_eq!(store.budget(user.id).unwrap(), Budget::default());
