@@ -363,3 +363,62 @@ fn the_budget_cuts_off_at_its_limit_and_a_placeholder_works_only_in_its_own_sand
     assert!(stolen.contains("distinct"), "{stolen}");
     assert_eq!(setup.fake.seen().len(), 2);
 }
+
+/// The real opencode (npm `opencode-ai`, installed into target/npm by scripts/test).
+fn opencode() -> std::path::PathBuf {
+    let bin =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/npm/node_modules/.bin/opencode");
+    bin.canonicalize().unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run scripts/test, or npm install --prefix target/npm opencode-ai@1.18.33",
+            bin.display()
+        )
+    })
+}
+
+#[test]
+fn a_real_opencode_in_a_sandbox_completes_a_prompt_through_corral_with_no_set_up() {
+    let opencode = opencode();
+    let setup = Setup::new();
+    let carol = add_user(&setup.gw, &setup.admin, "carol@example.com");
+    // `full` reads the host read-only, so the opencode under target/ can run in it.
+    let (status, body) = post(
+        &setup.gw.api("/sandboxes"),
+        &carol,
+        json!({"name": "agent", "profile": "full"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_owned();
+    let url = setup.gw.api(&format!("/sandboxes/{id}/start"));
+    let (status, body) = call("POST", &url, Some(&carol), &[], None);
+    assert_eq!(status, 200, "{body}");
+    // Nothing configured by hand: the sandbox's environment is all opencode gets.
+    let out = setup.exec(
+        &carol,
+        &id,
+        &format!(
+            "cd /workspace && OPENCODE_DISABLE_MODELS_FETCH=1 {} run --model anthropic/claude-sonnet-4-5 'say hi' 2>&1",
+            opencode.display()
+        ),
+    );
+    assert!(out.contains(REPLY), "{out}");
+    let seen = setup.fake.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.path == "/v1/messages" && s.model.as_deref() == Some("claude-sonnet-4-5")),
+        "{seen:#?}"
+    );
+    assert!(
+        seen.iter().all(|s| s.key.as_deref() == Some(ANTHROPIC_KEY)),
+        "{seen:#?}"
+    );
+    let rows = usage(&setup, &carol, 1);
+    assert!(
+        rows.iter().any(|(p, m, n, i, o)| p == "anthropic"
+            && m == "claude-sonnet-4-5"
+            && *n >= 1
+            && *i == *n * ANTHROPIC_TOKENS.0
+            && *o == *n * ANTHROPIC_TOKENS.1),
+        "{rows:?}"
+    );
+}

@@ -616,9 +616,20 @@ mod tests {
     #[test]
     fn paths_name_the_provider_and_gain_v1_when_the_client_left_it_out() {
         let split = |p: &str| split_path(p).map_err(|e| format!("{e:?}"));
-        assert_eq!(split("/inference/a/v1/messages").unwrap(), ("a".into(), "/v1/messages".into()));
-        assert_eq!(split("/inference/a/messages").unwrap(), ("a".into(), "/v1/messages".into()));
-        for bad in ["/v1/messages", "/inference/", "/inference/a/../b", "/inference//v1"] {
+        assert_eq!(
+            split("/inference/a/v1/messages").unwrap(),
+            ("a".into(), "/v1/messages".into())
+        );
+        assert_eq!(
+            split("/inference/a/messages").unwrap(),
+            ("a".into(), "/v1/messages".into())
+        );
+        for bad in [
+            "/v1/messages",
+            "/inference/",
+            "/inference/a/../b",
+            "/inference//v1",
+        ] {
             assert!(split(bad).is_err(), "{bad}");
         }
     }
@@ -626,15 +637,30 @@ mod tests {
     #[test]
     fn aliases_are_rewritten_and_openai_streams_ask_for_usage() {
         let body = Bytes::from(r#"{"model":"fast","stream":true,"messages":[]}"#);
-        let (sent, model) = rewrite_body(&provider(ProviderKind::OpenAi), "/v1/chat/completions", body);
+        let (sent, model) = rewrite_body(
+            &provider(ProviderKind::OpenAi),
+            "/v1/chat/completions",
+            body,
+        );
         let sent: Value = serde_json::from_slice(&sent).unwrap();
-        assert_eq!((sent["model"].as_str(), model.as_str()), (Some("real-model"), "real-model"));
+        assert_eq!(
+            (sent["model"].as_str(), model.as_str()),
+            (Some("real-model"), "real-model")
+        );
         assert_eq!(sent["stream_options"]["include_usage"], true);
         // Anthropic streams report usage anyway; an unknown model passes unchanged.
         let body = Bytes::from(r#"{"model":"other","stream":true}"#);
-        let (sent, model) = rewrite_body(&provider(ProviderKind::Anthropic), "/v1/messages", body.clone());
+        let (sent, model) = rewrite_body(
+            &provider(ProviderKind::Anthropic),
+            "/v1/messages",
+            body.clone(),
+        );
         assert_eq!((sent, model.as_str()), (body, "other"));
-        let (sent, model) = rewrite_body(&provider(ProviderKind::OpenAi), "/v1/files", Bytes::from("raw"));
+        let (sent, model) = rewrite_body(
+            &provider(ProviderKind::OpenAi),
+            "/v1/files",
+            Bytes::from("raw"),
+        );
         assert_eq!((sent, model.as_str()), (Bytes::from("raw"), ""));
     }
 
@@ -642,13 +668,19 @@ mod tests {
     fn the_real_key_goes_in_the_kind_s_header_and_the_agent_s_is_dropped() {
         let mut from = HeaderMap::new();
         from.insert("x-api-key", HeaderValue::from_static("sk-corral-x"));
-        from.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-corral-x"));
+        from.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-corral-x"),
+        );
         from.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         from.insert("accept-encoding", HeaderValue::from_static("gzip"));
-        let anthropic = upstream_headers(&from, "api.example", ProviderKind::Anthropic, "real").unwrap();
+        let anthropic =
+            upstream_headers(&from, "api.example", ProviderKind::Anthropic, "real").unwrap();
         assert_eq!(anthropic["x-api-key"], "real");
         assert!(anthropic["x-api-key"].is_sensitive());
-        assert!(anthropic.get(AUTHORIZATION).is_none() && anthropic.get("accept-encoding").is_none());
+        assert!(
+            anthropic.get(AUTHORIZATION).is_none() && anthropic.get("accept-encoding").is_none()
+        );
         assert_eq!(anthropic["anthropic-version"], "2023-06-01");
         let openai = upstream_headers(&from, "api.example", ProviderKind::OpenAi, "real").unwrap();
         assert_eq!(openai[AUTHORIZATION], "Bearer real");
