@@ -35,7 +35,8 @@ impl Setup {
         let profile = root.path().join("team.toml");
         std::fs::write(
             &profile,
-            "extends = \"moderate\"\n[inference]\ndeny = [\"anthropic/claude-forbidden*\"]\n",
+            "extends = \"moderate\"\n[inference]\nallow = [\"nolocal/*\"]\n\
+             deny = [\"anthropic/claude-forbidden*\"]\n",
         )
         .unwrap();
         let config = root.path().join("gateway.toml");
@@ -45,12 +46,7 @@ impl Setup {
         )
         .unwrap();
         let data = root.path().join("data");
-        let gw = Gateway::start(
-            Path::new(BIN),
-            &data,
-            &["--config", config.to_str().unwrap()],
-            &[],
-        );
+        let gw = start_gateway(root.path());
         let admin = gw.printed_token.clone().unwrap();
         let fake = FakeProvider::start();
         let added = Command::new(BIN)
@@ -92,6 +88,25 @@ impl Setup {
         }
     }
 
+    /// Stops the gateway (its sandboxes keep running) and starts it again on the same data.
+    fn restart(self) -> Self {
+        let Setup {
+            gw,
+            _reaper,
+            admin,
+            fake,
+            root,
+        } = self;
+        assert!(gw.terminate().success());
+        Setup {
+            gw: start_gateway(root.path()),
+            _reaper,
+            admin,
+            fake,
+            root,
+        }
+    }
+
     /// Creates and starts a sandbox with the `team` profile for `token`'s user.
     fn sandbox(&self, token: &str, name: &str) -> String {
         let (status, body) = post(
@@ -121,6 +136,17 @@ impl Setup {
     }
 }
 
+/// `corral up` on `root/data` with `root/gateway.toml`.
+fn start_gateway(root: &Path) -> Gateway {
+    let config = root.join("gateway.toml");
+    Gateway::start(
+        Path::new(BIN),
+        &root.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[],
+    )
+}
+
 /// curl calls with the sandbox's settings: `$1` is the API path under the base URL, `$2` the
 /// JSON body. `ant` uses the Anthropic settings, `oai` the OpenAI ones; both print the status
 /// on a line of its own after the body.
@@ -132,7 +158,7 @@ oai() { curl -sS -N -w '\nstatus=%{http_code}\n' "$OPENAI_BASE_URL$1" -H "Author
 fn sections(output: &str) -> Vec<String> {
     output
         .split("\n===\n")
-        .map(str::to_owned)
+        .map(|s| s.trim_end().to_owned())
         .collect::<Vec<_>>()
 }
 
@@ -169,6 +195,14 @@ fn usage(setup: &Setup, token: &str, requests: i64) -> Vec<(String, String, i64,
 fn curl_with_the_placeholder_gets_completions_the_provider_sees_the_real_key_and_usage_is_exact() {
     let setup = Setup::new();
     let alice = add_user(&setup.gw, &setup.admin, "alice@example.com");
+    // The same local server, but its entry does not allow private addresses.
+    let (status, body) = post(
+        &setup.gw.api("/providers"),
+        &setup.admin,
+        json!({"name": "nolocal", "kind": "openai-compatible", "base_url": setup.fake.url,
+               "key": OPENAI_KEY}),
+    );
+    assert_eq!(status, 201, "{body}");
     let id = setup.sandbox(&alice, "work");
     let script = format!(
         r#"{CLIENTS}
@@ -181,10 +215,13 @@ echo ===
 oai /chat/completions '{{"model":"gpt-x","stream":true,"messages":[]}}'
 echo ===
 curl -sS -i "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" -d '{{"model":"claude-forbidden-9","messages":[]}}'
+echo
+echo ===
+curl -sS -w '\nstatus=%{{http_code}}' "$CORRAL_INFERENCE_URL/nolocal/v1/chat/completions" -H "Authorization: Bearer $OPENAI_API_KEY" -d '{{"model":"m","messages":[]}}'
 "#
     );
     let out = sections(&setup.exec(&alice, &id, &script));
-    assert_eq!(out.len(), 5, "{out:#?}");
+    assert_eq!(out.len(), 6, "{out:#?}");
     // JSON through an alias: the provider got the real model name.
     let message: Value = serde_json::from_str(out[0].lines().next().unwrap()).unwrap();
     assert_eq!(message["content"][0]["text"], REPLY, "{}", out[0]);
@@ -208,6 +245,7 @@ curl -sS -i "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY"
     // A model the profile denies: 403 naming the policy, and the provider never saw it.
     let denied = &out[4];
     assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert!(denied.contains(r#""code":"denied_by_policy""#), "{denied}");
     assert!(
         denied.contains("x-corral-deny: team/inference/deny:anthropic/claude-forbidden*"),
         "{denied}"
@@ -217,6 +255,12 @@ curl -sS -i "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY"
         "{denied}"
     );
 
+    // A provider on a private address without --allow-private: refused, never reached.
+    assert!(
+        out[5].ends_with("status=502") && out[5].contains("--allow-private"),
+        "{}",
+        out[5]
+    );
     let seen = setup.fake.seen();
     assert_eq!(seen.len(), 4, "{seen:#?}");
     for request in &seen {
@@ -362,6 +406,36 @@ fn the_budget_cuts_off_at_its_limit_and_a_placeholder_works_only_in_its_own_sand
     );
     assert!(stolen.contains("distinct"), "{stolen}");
     assert_eq!(setup.fake.seen().len(), 2);
+
+    // One request per minute per sandbox (and no token limit any more).
+    let (status, body) = call(
+        "PUT",
+        &url,
+        Some(&setup.admin),
+        &[],
+        Some(&json!({"sandbox_requests_per_minute": 1}).to_string()),
+    );
+    assert_eq!(status, 200, "{body}");
+    let twice =
+        format!("{CLIENTS}\nant /v1/messages {request}; echo ===; ant /v1/messages {request}");
+    let out = sections(&setup.exec(&bob, &second, &twice));
+    assert!(out[0].ends_with("status=200"), "{out:#?}");
+    assert!(
+        out[1].ends_with("status=429")
+            && out[1].contains("1 inference requests per minute")
+            && out[1].contains(r#""code":"rate_limited""#),
+        "{out:#?}"
+    );
+
+    // A restarted gateway serves the sockets of the sandboxes it adopts.
+    let setup = setup.restart();
+    let out = sections(&setup.exec(
+        &bob,
+        &first,
+        &format!("{CLIENTS}\nant /v1/messages {request}"),
+    ));
+    assert!(out[0].ends_with("status=200"), "{out:#?}");
+    assert_eq!(setup.fake.seen().len(), 4);
 }
 
 /// The real opencode (npm `opencode-ai`, installed into target/npm by scripts/test).

@@ -72,6 +72,7 @@ enum Refused {
     Unauthorized(String),
     Denied { message: String, policies: String },
     Limited(String),
+    RateLimited(String),
     BadRequest(String),
     Upstream(String),
     Internal(String),
@@ -101,6 +102,12 @@ impl IntoResponse for Refused {
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
                 "budget_exceeded",
+                m,
+            ),
+            Self::RateLimited(m) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limited",
                 m,
             ),
             Self::BadRequest(m) => (
@@ -200,7 +207,7 @@ async fn forward(route: &SandboxRoute, request: Request) -> Result<Response, Ref
         .map_err(|e| Refused::Internal(e.to_string()))?;
     check_placeholder(&parts.headers, &keys.placeholder(&route.id))?;
     if !inference.admit(&route.id, facts.budget.sandbox_requests_per_minute) {
-        return Err(Refused::Limited(format!(
+        return Err(Refused::RateLimited(format!(
             "this sandbox may send {} inference requests per minute; wait a moment",
             facts.budget.sandbox_requests_per_minute.unwrap_or_default()
         )));
