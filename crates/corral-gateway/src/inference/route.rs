@@ -220,7 +220,7 @@ async fn forward(route: &SandboxRoute, request: Request) -> Result<Response, Ref
                 "the request body could not be read, or is larger than {MAX_REQUEST_BYTES} bytes"
             ))
         })?;
-    let (body, model) = rewrite_body(&facts.provider, &api_path, body);
+    let (body, model) = rewrite_body(&facts.provider, &api_path, body)?;
     decide(inference, &facts, &route.id, &model)?;
     let real_key = keys
         .open(&facts.provider.name, &facts.provider.sealed_key)
@@ -361,10 +361,22 @@ fn check_budget(facts: &Facts) -> Result<(), Refused> {
 
 /// Reads the model from a JSON body, applies the provider's alias for it and, for an OpenAI
 /// chat stream, asks for the usage chunk (`stream_options.include_usage`) so tokens can be
-/// counted. Returns the body to send and the model it names ("" when none).
-fn rewrite_body(provider: &Provider, api_path: &str, body: Bytes) -> (Bytes, String) {
+/// counted. Returns the body to send and the model it names ("" when none: an empty body).
+/// A body that is not a JSON object is refused: its model could not be decided on.
+fn rewrite_body(
+    provider: &Provider,
+    api_path: &str,
+    body: Bytes,
+) -> Result<(Bytes, String), Refused> {
+    if body.is_empty() {
+        return Ok((body, String::new()));
+    }
     let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(&body) else {
-        return (body, String::new());
+        return Err(Refused::BadRequest(
+            "corral routes JSON request bodies only (the model must be readable for the \
+             [inference] policy)"
+                .into(),
+        ));
     };
     let mut changed = false;
     let asked = object
@@ -393,11 +405,11 @@ fn rewrite_body(provider: &Provider, api_path: &str, body: Bytes) -> (Bytes, Str
         }
     }
     if !changed {
-        return (body, model);
+        return Ok((body, model));
     }
     match serde_json::to_vec(&object) {
-        Ok(rewritten) => (Bytes::from(rewritten), model),
-        Err(_) => (body, model),
+        Ok(rewritten) => Ok((Bytes::from(rewritten), model)),
+        Err(_) => Ok((body, model)),
     }
 }
 
@@ -648,7 +660,8 @@ mod tests {
             &provider(ProviderKind::OpenAi),
             "/v1/chat/completions",
             body,
-        );
+        )
+        .unwrap();
         let sent: Value = serde_json::from_slice(&sent).unwrap();
         assert_eq!(
             (sent["model"].as_str(), model.as_str()),
@@ -661,14 +674,22 @@ mod tests {
             &provider(ProviderKind::Anthropic),
             "/v1/messages",
             body.clone(),
-        );
+        )
+        .unwrap();
         assert_eq!((sent, model.as_str()), (body, "other"));
-        let (sent, model) = rewrite_body(
-            &provider(ProviderKind::OpenAi),
-            "/v1/files",
-            Bytes::from("raw"),
-        );
-        assert_eq!((sent, model.as_str()), (Bytes::from("raw"), ""));
+        // A body whose model cannot be read is refused; no body names no model.
+        let files = |body: &'static str| {
+            rewrite_body(
+                &provider(ProviderKind::OpenAi),
+                "/v1/files",
+                Bytes::from(body),
+            )
+        };
+        assert!(matches!(
+            files("model=whisper-1"),
+            Err(Refused::BadRequest(_))
+        ));
+        assert_eq!(files("").unwrap(), (Bytes::new(), String::new()));
     }
 
     #[test]
