@@ -18,8 +18,9 @@ work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # The sandbox first: it outlives the gateway, which must still be there to stop it.
   if [ -n "${sandbox:-}" ]; then "$corral" sandbox delete "$sandbox" >/dev/null 2>&1 || true; fi
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
