@@ -218,10 +218,14 @@ curl -sS -i "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY"
 echo
 echo ===
 curl -sS -w '\nstatus=%{{http_code}}' "$CORRAL_INFERENCE_URL/nolocal/v1/chat/completions" -H "Authorization: Bearer $OPENAI_API_KEY" -d '{{"model":"m","messages":[]}}'
+echo
+echo ===
+# A client that sends everything to the proxy, ignoring NO_PROXY (absolute-form request).
+curl -sS -w '\nstatus=%{{http_code}}' --noproxy '' -x http://127.0.0.1:3128 "$ANTHROPIC_BASE_URL/v1/messages" -H "x-api-key: $ANTHROPIC_API_KEY" -d '{{"model":"claude-proxied","messages":[]}}'
 "#
     );
     let out = sections(&setup.exec(&alice, &id, &script));
-    assert_eq!(out.len(), 6, "{out:#?}");
+    assert_eq!(out.len(), 7, "{out:#?}");
     // JSON through an alias: the provider got the real model name.
     let message: Value = serde_json::from_str(out[0].lines().next().unwrap()).unwrap();
     assert_eq!(message["content"][0]["text"], REPLY, "{}", out[0]);
@@ -261,8 +265,13 @@ curl -sS -w '\nstatus=%{{http_code}}' "$CORRAL_INFERENCE_URL/nolocal/v1/chat/com
         "{}",
         out[5]
     );
+    assert!(
+        out[6].contains(REPLY) && out[6].ends_with("status=200"),
+        "{}",
+        out[6]
+    );
     let seen = setup.fake.seen();
-    assert_eq!(seen.len(), 4, "{seen:#?}");
+    assert_eq!(seen.len(), 5, "{seen:#?}");
     for request in &seen {
         let expected = if request.path == "/v1/messages" {
             ANTHROPIC_KEY
@@ -274,12 +283,14 @@ curl -sS -w '\nstatus=%{{http_code}}' "$CORRAL_INFERENCE_URL/nolocal/v1/chat/com
     assert_eq!(seen[0].model.as_deref(), Some("claude-real"));
     // The router asked for the usage chunk of an OpenAI stream so it could count it.
     assert_eq!(seen[3].body["stream_options"]["include_usage"], true);
+    assert_eq!(seen[4].model.as_deref(), Some("claude-proxied"));
 
     let (ai, ao) = ANTHROPIC_TOKENS;
     let (oi, oo) = OPENAI_TOKENS;
     assert_eq!(
-        usage(&setup, &alice, 4),
+        usage(&setup, &alice, 5),
         vec![
+            ("anthropic".into(), "claude-proxied".into(), 1, ai, ao),
             ("anthropic".into(), "claude-real".into(), 1, ai, ao),
             ("anthropic".into(), "claude-stream".into(), 1, ai, ao),
             ("openai".into(), "gpt-x".into(), 2, 2 * oi, 2 * oo),
