@@ -44,17 +44,27 @@ pub struct Inference {
     windows: Mutex<HashMap<String, (Instant, i64)>>,
 }
 
-/// Serving one sandbox's socket; stops (and removes the socket) when dropped.
+/// Serving one sandbox's socket; stops (and removes the socket, and forgets the sandbox's
+/// open audit log and rate window) when dropped.
 pub struct Serving {
     task: tokio::task::JoinHandle<()>,
     socket: PathBuf,
+    inference: Arc<Inference>,
+    id: String,
 }
 
 impl Drop for Serving {
     fn drop(&mut self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.socket);
+        forget(&self.inference.audits, &self.id);
+        forget(&self.inference.windows, &self.id);
     }
+}
+
+/// Removes `id`'s entry from a per-sandbox map.
+fn forget<T>(map: &Mutex<HashMap<String, T>>, id: &str) {
+    map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
 }
 
 impl Inference {
@@ -101,7 +111,12 @@ impl Inference {
                 tracing::warn!(%sandbox, error = %e, "inference socket stopped");
             }
         });
-        Ok(Serving { task, socket })
+        Ok(Serving {
+            task,
+            socket,
+            inference: Arc::clone(self),
+            id: id.to_owned(),
+        })
     }
 
     /// The environment a new sandbox gets so that agents use the router with no set-up:
