@@ -25,6 +25,7 @@ mod api;
 pub mod auth;
 pub mod config;
 pub mod git_tokens;
+pub mod inference;
 pub mod runtime;
 mod server;
 pub mod store;

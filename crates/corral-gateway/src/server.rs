@@ -124,6 +124,10 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
     // Sandboxes are `corral run` processes of this very binary.
     let corral = std::env::current_exe().map_err(GatewayError::CurrentExe)?;
     let runtime = Arc::new(Runtime::new(store.clone(), &config, corral));
+    runtime.set_inference(Arc::new(crate::inference::Inference::new(
+        store.clone(),
+        &config,
+    )));
     runtime.reconcile().await?;
     runtime.spawn_log_rotation();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");

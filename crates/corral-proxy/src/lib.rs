@@ -26,6 +26,7 @@ mod exchange;
 mod forward;
 mod gate;
 pub mod git_receive_pack;
+pub mod inference;
 mod intercept;
 mod replay;
 mod reply;
@@ -94,6 +95,8 @@ pub(crate) struct Shared {
     /// Interception, or why it is unavailable (connections that need it are then refused).
     pub(crate) interception: Result<Arc<Interception>, String>,
     pub(crate) credentials: Credentials,
+    /// The gateway's inference router for this sandbox, when it has one.
+    pub(crate) inference: Option<inference::InferenceRoute>,
 }
 
 impl Shared {
@@ -118,6 +121,7 @@ impl EgressProxy {
                 limits,
                 interception: Err("no interception CA was configured".into()),
                 credentials: Credentials::new(),
+                inference: None,
             }),
         }
     }
@@ -132,6 +136,12 @@ impl EgressProxy {
         let shared = Arc::make_mut(&mut self.shared);
         shared.interception = interception.map(Arc::new);
         shared.credentials = credentials;
+        self
+    }
+
+    /// Relays `http://127.0.0.1:3128/inference/...` to the gateway's inference router.
+    pub fn with_inference(mut self, route: inference::InferenceRoute) -> Self {
+        Arc::make_mut(&mut self.shared).inference = Some(route);
         self
     }
 
@@ -237,6 +247,8 @@ async fn route(
 ) -> hyper::Response<Body> {
     if request.method() == hyper::Method::CONNECT {
         connect::tunnel(request, shared).await
+    } else if inference::is_for_router(&request) {
+        inference::relay(request, shared.inference.as_ref()).await
     } else {
         forward::forward(request, shared).await
     }

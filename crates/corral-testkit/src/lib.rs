@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod fake_provider;
 pub mod gateway;
 mod git_server;
 pub mod tls;

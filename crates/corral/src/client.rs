@@ -114,6 +114,11 @@ impl Client {
         self.call(self.request("POST", path), Some(body))
     }
 
+    /// `PUT path` with `body`, the JSON answer.
+    pub fn put(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.call(self.request("PUT", path), Some(body))
+    }
+
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.call(self.request("DELETE", path), None).map(drop)

@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use corral_policy::{AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
 use corral_proxy::ca::CertificateAuthority;
+use corral_proxy::inference::InferenceRoute;
 use corral_proxy::{Credentials, EgressProxy, Interception, ProxyLimits};
 
 /// System CA bundles, by distribution, that the sandbox's bundle starts from.
@@ -51,6 +52,7 @@ pub struct InProcessEgress {
     ca: Result<Arc<CertificateAuthority>, String>,
     credentials: Credentials,
     ca_bundle: Option<(tempfile::TempDir, PathBuf)>,
+    inference_socket: Option<PathBuf>,
 }
 
 /// What the proxy needs for TLS interception: where corral's CA lives and the git tokens to
@@ -60,6 +62,8 @@ pub struct InterceptionSetup {
     pub ca_dir: Option<PathBuf>,
     /// Tokens per host.
     pub credentials: Credentials,
+    /// The gateway's inference socket for this sandbox (`--inference-socket`).
+    pub inference_socket: Option<PathBuf>,
 }
 
 impl InProcessEgress {
@@ -129,6 +133,7 @@ impl InProcessEgress {
             ca,
             credentials: setup.credentials,
             ca_bundle,
+            inference_socket: setup.inference_socket,
         })
     }
 
@@ -157,6 +162,7 @@ impl InProcessEgress {
             ca,
             credentials,
             ca_bundle,
+            inference_socket,
             ..
         } = self;
         let spawned = std::thread::Builder::new()
@@ -191,8 +197,11 @@ impl InProcessEgress {
                 // sandbox starts, rather than before the fork.
                 let interception = ca
                     .and_then(|ca| Interception::with_system_roots(ca).map_err(|e| e.to_string()));
-                let proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default())
+                let mut proxy = EgressProxy::new(sandbox, handle, audit, ProxyLimits::default())
                     .with_interception(interception, credentials);
+                if let Some(socket) = inference_socket {
+                    proxy = proxy.with_inference(InferenceRoute::new(socket));
+                }
                 if let Err(e) = proxy.serve_blocking_after(first, listener) {
                     eprintln!("corral: the egress proxy stopped: {e}");
                 }

@@ -8,6 +8,7 @@ mod audit_cmd;
 mod client;
 mod doctor_cmd;
 mod egress;
+mod inference_cmd;
 mod policy_cmd;
 mod run_cmd;
 mod sandbox_cmd;
@@ -47,6 +48,12 @@ enum Command {
     User(account_cmd::UserArgs),
     /// Your API tokens: create, list, revoke.
     Token(account_cmd::TokenArgs),
+    /// A gateway's model providers (admins): add, list, remove.
+    Provider(inference_cmd::ProviderArgs),
+    /// Inference usage: tokens per day, user, sandbox, provider and model.
+    Usage(inference_cmd::UsageArgs),
+    /// Users' inference budgets (admins set them): set, show.
+    Budget(inference_cmd::BudgetArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +68,9 @@ fn main() -> ExitCode {
         Command::Sandbox(args) => sandbox_cmd::run(args),
         Command::User(args) => account_cmd::user(args),
         Command::Token(args) => account_cmd::token(args),
+        Command::Provider(args) => inference_cmd::provider(args),
+        Command::Usage(args) => inference_cmd::usage(args),
+        Command::Budget(args) => inference_cmd::budget(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("corral: {e:#}");

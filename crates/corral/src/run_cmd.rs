@@ -101,6 +101,10 @@ pub struct RunArgs {
     /// corral's own: programs inside reach it as http://127.0.0.1:3128.
     #[arg(long, value_name = "PATH")]
     egress_socket: Option<PathBuf>,
+    /// The unix socket of a gateway's inference router for this sandbox: the egress proxy
+    /// relays http://127.0.0.1:3128/inference/... there (the gateway passes it).
+    #[arg(long, value_name = "PATH")]
+    inference_socket: Option<PathBuf>,
     /// Print the sandbox plan as JSON instead of running it.
     #[arg(long)]
     dry_run: bool,
@@ -165,6 +169,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 credentials: egress::git_tokens(&args.git_token, |name| {
                     caller.variable(name).map(str::to_string)
                 })?,
+                inference_socket: args.inference_socket.as_ref().map(|p| caller.cwd.join(p)),
             };
             let egress = InProcessEgress::prepare(
                 profile,

@@ -124,7 +124,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::EmailTaken(_) | StoreError::NameTaken(_) | StoreError::IdTaken(_) => {
+            StoreError::EmailTaken(_)
+            | StoreError::NameTaken(_)
+            | StoreError::IdTaken(_)
+            | StoreError::ProviderTaken(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             other => Self::internal(&other),

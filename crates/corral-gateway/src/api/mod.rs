@@ -8,7 +8,9 @@ mod lifecycle;
 mod openapi;
 mod openapi_common;
 mod profiles;
+mod providers;
 mod sandboxes;
+mod usage;
 mod users;
 
 use std::sync::Arc;
@@ -100,7 +102,15 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/logs", get(lifecycle::logs))
         // web: the page's activity view and session picker
         .route("/sandboxes/{id}/audit", get(audit::audit))
-        .route("/profiles", get(profiles::list_profiles));
+        .route("/profiles", get(profiles::list_profiles))
+        // Inference: providers (admins), usage and budgets.
+        .route("/providers", get(providers::list).post(providers::add))
+        .route("/providers/{name}", delete(providers::remove))
+        .route("/usage", get(usage::list))
+        .route(
+            "/budgets/{email}",
+            get(usage::get_budget).put(usage::set_budget),
+        );
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::web::router())

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::openapi_common::CommonResponses;
-use super::{audit, lifecycle, profiles, sandboxes, users};
+use super::{audit, lifecycle, profiles, providers, sandboxes, usage, users};
 use crate::store::Role;
 
 #[derive(OpenApi)]
@@ -31,6 +31,12 @@ use crate::store::Role;
         lifecycle::logs,
         audit::audit,
         profiles::list_profiles,
+        providers::list,
+        providers::add,
+        providers::remove,
+        usage::list,
+        usage::get_budget,
+        usage::set_budget,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth, &CommonResponses)

@@ -176,6 +176,7 @@ pub struct Runtime {
     log_max_size: u64,
     log_rotations: logs::Rotations,
     git_tokens: BTreeMap<String, GitTokenSource>,
+    inference: std::sync::OnceLock<Arc<crate::inference::Inference>>,
 }
 
 impl Runtime {
@@ -197,7 +198,19 @@ impl Runtime {
             log_max_size: config.log_max_size,
             log_rotations: logs::Rotations::default(),
             git_tokens: config.git_tokens.clone(),
+            inference: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives every sandbox started or adopted from now on an inference socket served by
+    /// `inference`, and the provider settings in its environment. Call before reconciling.
+    pub fn set_inference(&self, inference: Arc<crate::inference::Inference>) {
+        let _ = self.inference.set(inference);
+    }
+
+    /// The inference router, when one is set.
+    pub fn inference(&self) -> Option<&Arc<crate::inference::Inference>> {
+        self.inference.get()
     }
 
     /// Tells long requests (followed logs, execs) that the gateway is shutting down, so they
@@ -373,6 +386,7 @@ impl Runtime {
             std::fs::write(&pending, b"").map_err(|source| files("create", &pending, source))?;
         }
         let git_tokens = self.git_tokens_for(&sandbox.profile);
+        let inference_args = self.inference_args(id).await?;
         let mut command = tokio::process::Command::new(&self.corral);
         command
             .arg("run")
@@ -398,6 +412,7 @@ impl Runtime {
                     format!("{host}={}", source.reference()),
                 ]
             }))
+            .args(inference_args)
             .arg("--")
             .args(agent_command(&sandbox.agent))
             .current_dir(&paths.dir)
@@ -611,8 +626,10 @@ impl Runtime {
             },
         );
         let runtime = self.clone();
+        let inference = self.serve_inference(&id);
         tokio::spawn(async move {
             let code = ended.await;
+            drop(inference);
             let (state, code) = if stopping.load(Ordering::SeqCst) {
                 (STOPPED, None)
             } else {
@@ -651,6 +668,41 @@ fn home_variables() -> Vec<(&'static str, std::ffi::OsString)> {
         .into_iter()
         .filter_map(|name| std::env::var_os(name).map(|value| (name, value)))
         .collect()
+}
+
+impl Runtime {
+    /// `corral run` arguments that connect sandbox `id` to the inference router: its socket
+    /// and the provider settings for its environment (none without a router).
+    async fn inference_args(&self, id: &str) -> Result<Vec<String>, RuntimeError> {
+        let Some(inference) = self.inference.get().cloned() else {
+            return Ok(Vec::new());
+        };
+        let socket = inference.socket(id);
+        let target = id.to_owned();
+        let env =
+            tokio::task::spawn_blocking(move || inference.sandbox_environment(&target)).await??;
+        let mut args = vec![
+            "--inference-socket".to_owned(),
+            socket.to_string_lossy().into_owned(),
+        ];
+        for (name, value) in env {
+            args.push("--env".to_owned());
+            args.push(format!("{name}={value}"));
+        }
+        Ok(args)
+    }
+
+    /// Serves sandbox `id`'s inference socket while it runs (none without a router).
+    fn serve_inference(&self, id: &str) -> Option<crate::inference::Serving> {
+        let inference = self.inference.get()?;
+        match inference.serve(id) {
+            Ok(serving) => Some(serving),
+            Err(e) => {
+                tracing::error!(sandbox = %id, error = %e, "cannot serve the inference socket");
+                None
+            }
+        }
+    }
 }
 
 /// The command a sandbox runs for an agent template.

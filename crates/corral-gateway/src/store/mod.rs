@@ -5,6 +5,7 @@
 //! The store is synchronous; the API calls it from a blocking thread. Every method is one
 //! statement or one transaction, so a crash leaves either the old or the new row.
 
+mod inference;
 mod sandboxes;
 mod users;
 mod web_sessions;
@@ -17,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+pub use inference::{Budget, Provider, ProviderKind, UsageRow, UsageTotals};
 pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
 pub use users::{Role, TokenInfo, User};
 pub use web_sessions::WebSession;
@@ -69,6 +71,38 @@ CREATE TABLE web_sessions (
     expires INTEGER NOT NULL
 );
 "#,
+    // Inference: providers (keys sealed with the gateway's provider key), token usage per
+    // user, sandbox, provider, model and UTC day, and per-user budgets.
+    r#"
+CREATE TABLE providers (
+    name          TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL CHECK (kind IN ('anthropic', 'openai', 'openai-compatible')),
+    base_url      TEXT NOT NULL,
+    sealed_key    BLOB NOT NULL,
+    allow_private INTEGER NOT NULL,
+    aliases       TEXT NOT NULL,
+    created       INTEGER NOT NULL
+);
+CREATE TABLE inference_usage (
+    user_id       INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    sandbox_id    TEXT NOT NULL,
+    provider      TEXT NOT NULL,
+    model         TEXT NOT NULL,
+    day           TEXT NOT NULL,
+    requests      INTEGER NOT NULL,
+    input_tokens  INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    PRIMARY KEY (user_id, sandbox_id, provider, model, day)
+);
+CREATE TABLE inference_budgets (
+    user_id                     INTEGER PRIMARY KEY REFERENCES users(id) ON DELETE CASCADE,
+    tokens_per_day              INTEGER,
+    tokens_per_month            INTEGER,
+    requests_per_day            INTEGER,
+    requests_per_month          INTEGER,
+    sandbox_requests_per_minute INTEGER
+);
+"#,
 ];
 
 /// Why a store operation failed. Conflicts are their own variants so the API can answer
@@ -115,6 +149,9 @@ pub enum StoreError {
     /// The owner already has a sandbox with this name.
     #[error("you already have a sandbox named {0:?}")]
     NameTaken(String),
+    /// A provider with this name already exists.
+    #[error("a provider named {0:?} already exists: remove it first to replace it")]
+    ProviderTaken(String),
     /// Another owner's sandbox already has this id.
     #[error("sandbox id {0:?} is taken")]
     IdTaken(String),
