@@ -54,7 +54,10 @@ pub struct SupervisorStart {
 /// Runs the supervisor in the freshly cloned sandbox process. Never returns.
 pub fn run(mut start: SupervisorStart) -> ! {
     let mut errors = start.errors.take();
-    let code = match supervise(start, &mut errors) {
+    // The go pipe stays open until a failure is reported: the launcher takes its closing as
+    // the end of setup and kills the supervisor, so closing it first could lose the reason.
+    let mut lifeline = None;
+    let code = match supervise(start, &mut errors, &mut lifeline) {
         Ok(code) => code,
         Err(e) => {
             if let Some(errors) = &errors {
@@ -63,6 +66,7 @@ pub fn run(mut start: SupervisorStart) -> ! {
             SETUP_FAILED
         }
     };
+    drop(lifeline);
     sys::exit_now(code)
 }
 
@@ -82,6 +86,7 @@ fn report(fd: RawFd, message: &str) {
 fn supervise(
     start: SupervisorStart,
     error_pipe: &mut Option<OwnedFd>,
+    lifeline_slot: &mut Option<OwnedFd>,
 ) -> Result<i32, SandboxError> {
     let errors = error_pipe.as_ref().map_or(-1, |fd| fd.as_raw_fd());
     let setup = |step: &'static str| {
@@ -105,8 +110,8 @@ fn supervise(
     })?;
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
         .map_err(setup("follow the launcher's death"))?;
-    let lifeline = start.go;
-    wait_for_launcher(&lifeline);
+    let lifeline: &OwnedFd = lifeline_slot.insert(start.go);
+    wait_for_launcher(lifeline);
     let plan = &start.plan;
     if plan.identity.host_root {
         nix::unistd::setgroups(&[]).map_err(setup("drop supplementary groups"))?;
@@ -144,7 +149,7 @@ fn supervise(
     let signals = signal_fd()?;
     // The command starts inside the sandbox's cgroups, under a cgroup namespace rooted there
     // (the namespace is optional: older kernels lack it).
-    wait_for_launcher(&lifeline);
+    wait_for_launcher(lifeline);
     let _ = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWCGROUP);
 
     let command = match sys::clone_into_namespaces(0).map_err(|source| SandboxError::Setup {
@@ -200,9 +205,7 @@ fn supervise(
         ),
         None => None,
     };
-    Ok(wait_for_command(
-        command, &signals, leader, &lifeline, execs,
-    ))
+    Ok(wait_for_command(command, &signals, leader, lifeline, execs))
 }
 
 /// Waits for the launcher's next go-ahead byte; ends the sandbox if the launcher is gone.
