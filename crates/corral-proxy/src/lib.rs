@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod ca;
+mod client;
 mod connect;
 pub mod credentials;
 mod exchange;
@@ -168,7 +169,7 @@ impl EgressProxy {
                 first.set_nonblocking(true)?;
                 let first = tokio::net::UnixStream::from_std(first)?;
                 let proxy = self.clone();
-                tokio::spawn(async move { proxy.serve_connection(first).await });
+                tokio::spawn(async move { proxy.serve_client(first).await });
             }
             let listener = UnixListener::from_std(listener)?;
             self.serve(listener).await;
@@ -193,7 +194,7 @@ impl EgressProxy {
             };
             let proxy = self.clone();
             tokio::spawn(async move {
-                proxy.serve_connection(stream).await;
+                proxy.serve_client(stream).await;
                 drop(permit);
             });
         }
@@ -202,6 +203,37 @@ impl EgressProxy {
     /// Serves one client connection (any byte stream: the sandbox's socket, or an in-memory
     /// pipe in tests and fuzzing) until it closes.
     pub async fn serve_connection<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_client(client::Opaque(stream)).await
+    }
+
+    /// Serves one client connection: a CONNECT as its first request is answered from the raw
+    /// stream ([`connect::tunnel_raw`]), anything else by hyper.
+    async fn serve_client<C: client::Client>(&self, mut client: C) {
+        let limits = &self.shared.limits;
+        let opening = client::read_opening(
+            &mut client,
+            limits.max_head_bytes,
+            limits.max_headers,
+            limits.head_timeout,
+        )
+        .await;
+        match opening {
+            client::Opening::Connect(head) => {
+                connect::tunnel_raw(client, head, Arc::clone(&self.shared)).await
+            }
+            client::Opening::Other(read) => {
+                self.serve_http(replay::Replay::new(read, client)).await
+            }
+            client::Opening::Closed => {}
+        }
+    }
+
+    /// Serves HTTP/1.1 requests on `stream` with hyper until it closes. (A head that started
+    /// to arrive before hyper got the stream may take up to twice `head_timeout` in all.)
+    async fn serve_http<S>(&self, stream: S)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
