@@ -8,19 +8,33 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A client connection: any byte stream, which may be a socket bytes can be spliced to.
 pub(crate) trait Client: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// The connection as a unix socket, when it is one.
-    fn into_socket(self) -> Result<UnixStream, Self>
+    /// The connection as a socket, when it is one.
+    fn into_socket(self) -> Result<Socket, Self>
     where
         Self: Sized;
 }
 
+/// A client connection that is a socket.
+pub(crate) enum Socket {
+    /// Connected to the sandbox's egress socket.
+    Unix(UnixStream),
+    /// Accepted by the sandbox's bridge inside the sandbox and handed to the proxy.
+    Tcp(TcpStream),
+}
+
 impl Client for UnixStream {
-    fn into_socket(self) -> Result<UnixStream, Self> {
-        Ok(self)
+    fn into_socket(self) -> Result<Socket, Self> {
+        Ok(Socket::Unix(self))
+    }
+}
+
+impl Client for TcpStream {
+    fn into_socket(self) -> Result<Socket, Self> {
+        Ok(Socket::Tcp(self))
     }
 }
 
@@ -32,7 +46,7 @@ impl<S> Client for Opaque<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    fn into_socket(self) -> Result<UnixStream, Self> {
+    fn into_socket(self) -> Result<Socket, Self> {
         Err(self)
     }
 }
@@ -88,19 +102,24 @@ pub(crate) enum Opening {
 
 const CONNECT: &[u8] = b"CONNECT ";
 
-/// Reads the start of `client` until it is known to be a complete CONNECT head or something
-/// else. Only CONNECTs that parse cleanly (httparse, the parser hyper itself uses, with the
-/// same limits on size and header count) are taken here; everything else is handed to hyper,
-/// which reads it again and answers it (400, 431, …) exactly as for any connection.
+/// Reads the start of `client` (after `buffer`, bytes already read from it) until it is
+/// known to be a complete CONNECT head or something else. Only CONNECTs that parse cleanly
+/// (httparse, the parser hyper itself uses, with the same limits on size and header count)
+/// are taken here; everything else is handed to hyper, which reads it again and answers it
+/// (400, 431, …) exactly as for any connection.
 pub(crate) async fn read_opening<C: AsyncRead + Unpin>(
     client: &mut C,
+    mut buffer: Vec<u8>,
     max_head_bytes: usize,
     max_headers: usize,
     timeout: Duration,
 ) -> Opening {
     let read = async {
-        let mut buffer = Vec::with_capacity(max_head_bytes.min(4096));
+        buffer.reserve(max_head_bytes.min(4096));
         loop {
+            if let Some(opening) = classify(&mut buffer, max_head_bytes, max_headers) {
+                return opening;
+            }
             // Room for one byte past the limit, so an oversized head is seen as one.
             let room = (max_head_bytes + 1).saturating_sub(buffer.len());
             let mut limited = (&mut *client).take(room as u64);
@@ -109,33 +128,34 @@ pub(crate) async fn read_opening<C: AsyncRead + Unpin>(
                 Ok(0) | Err(_) => return Opening::Other(buffer),
                 Ok(_) => {}
             }
-            let start = buffer.len().min(CONNECT.len());
-            if buffer[..start] != CONNECT[..start] {
-                return Opening::Other(buffer);
-            }
-            if buffer.len() > max_head_bytes {
-                return Opening::Other(buffer);
-            }
-            if buffer.len() < CONNECT.len() {
-                continue;
-            }
-            match parse_connect(&buffer, max_headers) {
-                Parsed::Complete(length, target, http10) => {
-                    let rest = buffer.split_off(length);
-                    return Opening::Connect(ConnectHead {
-                        target,
-                        http10,
-                        rest,
-                    });
-                }
-                Parsed::Partial => {}
-                Parsed::Invalid => return Opening::Other(buffer),
-            }
         }
     };
     tokio::time::timeout(timeout, read)
         .await
         .unwrap_or(Opening::Closed)
+}
+
+/// What the bytes read so far open with (`None`: more are needed).
+fn classify(buffer: &mut Vec<u8>, max_head_bytes: usize, max_headers: usize) -> Option<Opening> {
+    if buffer.is_empty() {
+        return None;
+    }
+    let start = buffer.len().min(CONNECT.len());
+    if buffer[..start] != CONNECT[..start] || buffer.len() > max_head_bytes {
+        return Some(Opening::Other(std::mem::take(buffer)));
+    }
+    if buffer.len() < CONNECT.len() {
+        return None;
+    }
+    match parse_connect(buffer, max_headers) {
+        Parsed::Complete(length, target, http10) => Some(Opening::Connect(ConnectHead {
+            target,
+            http10,
+            rest: buffer.split_off(length),
+        })),
+        Parsed::Partial => None,
+        Parsed::Invalid => Some(Opening::Other(std::mem::take(buffer))),
+    }
 }
 
 /// What [`parse_connect`] made of a buffer starting with `CONNECT `.
@@ -183,7 +203,7 @@ mod tests {
                     .await
                     .unwrap();
                 drop(client);
-                read_opening(&mut server, 1024, 10, Duration::from_secs(5)).await
+                read_opening(&mut server, Vec::new(), 1024, 10, Duration::from_secs(5)).await
             })
     }
 

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::{Client, ConnectHead, Opaque};
+use crate::client::{Client, ConnectHead, Opaque, Socket};
 use crate::exchange::{Target, Upstream};
 use crate::gate::{Refusal, normalize};
 use crate::intercept::{serve_http, serve_tls};
@@ -208,7 +208,10 @@ async fn pass_through<C: Client>(client: C, first: Vec<u8>, mut upstream: TcpStr
         return;
     }
     match client.into_socket() {
-        Ok(client) => {
+        Ok(Socket::Unix(client)) => {
+            let _ = corral_splice::relay(&client, &upstream).await;
+        }
+        Ok(Socket::Tcp(client)) => {
             let _ = corral_splice::relay(&client, &upstream).await;
         }
         Err(mut client) => {

@@ -165,14 +165,19 @@ impl EgressProxy {
             .enable_all()
             .build()?;
         runtime.block_on(async move {
+            let slots = Arc::new(Semaphore::new(self.shared.limits.max_connections));
             if let Some(first) = first {
                 first.set_nonblocking(true)?;
                 let first = tokio::net::UnixStream::from_std(first)?;
-                let proxy = self.clone();
-                tokio::spawn(async move { proxy.serve_client(first).await });
+                let permit = Arc::clone(&slots).try_acquire_owned().ok();
+                let (proxy, slots) = (self.clone(), Arc::clone(&slots));
+                tokio::spawn(async move {
+                    proxy.serve_unix(first, slots).await;
+                    drop(permit);
+                });
             }
             let listener = UnixListener::from_std(listener)?;
-            self.serve(listener).await;
+            self.serve_with(listener, slots).await;
             Ok(())
         })
     }
@@ -180,6 +185,11 @@ impl EgressProxy {
     /// Serves connections from `listener` until the task is dropped.
     pub async fn serve(self, listener: UnixListener) {
         let slots = Arc::new(Semaphore::new(self.shared.limits.max_connections));
+        self.serve_with(listener, slots).await
+    }
+
+    /// Serves connections from `listener`, each holding one of `slots` while it is served.
+    async fn serve_with(self, listener: UnixListener, slots: Arc<Semaphore>) {
         loop {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
@@ -192,11 +202,57 @@ impl EgressProxy {
                     continue;
                 }
             };
-            let proxy = self.clone();
+            let (proxy, slots) = (self.clone(), Arc::clone(&slots));
             tokio::spawn(async move {
-                proxy.serve_client(stream).await;
+                proxy.serve_unix(stream, slots).await;
                 drop(permit);
             });
+        }
+    }
+
+    /// Serves one connection to the egress socket: a client, or the sandbox's bridge handing
+    /// over the connections it accepts (its first message passes a descriptor,
+    /// [`corral_splice::handoff`]). Anyone able to reach the socket could hand over their own
+    /// TCP connections the same way; the proxy serves those as if they had connected to the
+    /// socket themselves, each holding one of `slots`.
+    async fn serve_unix(&self, stream: tokio::net::UnixStream, slots: Arc<Semaphore>) {
+        let limits = &self.shared.limits;
+        let first = corral_splice::handoff::receive(&stream, limits.max_head_bytes.min(4096));
+        let first = match tokio::time::timeout(limits.head_timeout, first).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(_)) | Err(_) => return,
+        };
+        if first.fds.is_empty() {
+            if !first.data.is_empty() {
+                self.serve_client(stream, first.data).await;
+            }
+            return;
+        }
+        let mut fds = first.fds;
+        loop {
+            for fd in fds.drain(..) {
+                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
+                match corral_splice::handoff::tcp_stream(fd) {
+                    Ok(client) => {
+                        let proxy = self.clone();
+                        tokio::spawn(async move {
+                            proxy.serve_client(client, Vec::new()).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => tracing::debug!(
+                        sandbox = %self.shared.gate.sandbox_id(),
+                        error = %e,
+                        "handed-over descriptor refused"
+                    ),
+                }
+            }
+            match corral_splice::handoff::receive(&stream, 64).await {
+                Ok(next) if !next.data.is_empty() => fds = next.fds,
+                Ok(_) | Err(_) => return,
+            }
         }
     }
 
@@ -206,15 +262,17 @@ impl EgressProxy {
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve_client(client::Opaque(stream)).await
+        self.serve_client(client::Opaque(stream), Vec::new()).await
     }
 
-    /// Serves one client connection: a CONNECT as its first request is answered from the raw
-    /// stream ([`connect::tunnel_raw`]), anything else by hyper.
-    async fn serve_client<C: client::Client>(&self, mut client: C) {
+    /// Serves one client connection (`read`: bytes already read from it): a CONNECT as its
+    /// first request is answered from the raw stream ([`connect::tunnel_raw`]), anything else
+    /// by hyper.
+    async fn serve_client<C: client::Client>(&self, mut client: C, read: Vec<u8>) {
         let limits = &self.shared.limits;
         let opening = client::read_opening(
             &mut client,
+            read,
             limits.max_head_bytes,
             limits.max_headers,
             limits.head_timeout,

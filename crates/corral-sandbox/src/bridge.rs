@@ -1,8 +1,10 @@
 //! The egress bridge: the sandbox's only way out. The supervisor listens on
-//! `127.0.0.1:3128` inside the sandbox's network namespace and carries each connection, byte
-//! for byte, to the egress proxy's unix socket, which is bound into the sandbox at
-//! [`EGRESS_SOCKET`]. The proxy knows which sandbox is talking from the socket alone, so the
-//! command may as well talk to the socket directly: it gains nothing by bypassing the bridge.
+//! `127.0.0.1:3128` inside the sandbox's network namespace and hands each connection it
+//! accepts to the egress proxy over the proxy's unix socket, which is bound into the sandbox
+//! at [`EGRESS_SOCKET`] ([`corral_splice::handoff`]: the accepted socket itself is passed, so
+//! the proxy reads and writes it directly and the supervisor is out of the path). The proxy
+//! knows which sandbox is talking from the socket alone, so the command may as well talk to
+//! the socket directly: it gains nothing by bypassing the bridge.
 
 use std::io;
 use std::net::TcpListener;
@@ -40,28 +42,41 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     serve_to(listener, Path::new(EGRESS_SOCKET).to_path_buf())
 }
 
-/// Accepts connections on `listener` forever on a background thread, each carried to the unix
-/// socket at `socket` (the sandbox's bridge does this with [`EGRESS_SOCKET`]; benchmarks run
-/// the same code against a socket of their own).
+/// Accepts connections on `listener` forever on a background thread, each handed to the
+/// proxy on the unix socket at `socket` (the sandbox's bridge does this with
+/// [`EGRESS_SOCKET`]; benchmarks run the same code against a socket of their own). One
+/// connection to the socket carries every hand-over; it is opened again when it fails.
 pub fn serve_to(listener: TcpListener, socket: PathBuf) -> io::Result<()> {
     listener.set_nonblocking(true)?;
-    relay::spawn("egress-bridge", move |slots| async move {
+    relay::spawn("egress-bridge", move |_slots| async move {
         let listener = tokio::net::TcpListener::from_std(listener)?;
+        let mut channel = None;
         loop {
-            let Some(slot) = slots.take().await else {
-                return Ok(());
-            };
             let Ok((client, _)) = listener.accept().await else {
                 continue;
             };
             let _ = client.set_nodelay(true);
-            let socket = socket.clone();
-            tokio::spawn(async move {
-                if let Ok(proxy) = tokio::net::UnixStream::connect(&socket).await {
-                    relay::both_ways(client, proxy).await;
+            // A failed channel (the proxy restarted) is opened again once for this client;
+            // if that fails too the client is closed and the next one tries again.
+            for _ in 0..2 {
+                if hand_over(&mut channel, &socket, &client).await.is_ok() {
+                    break;
                 }
-                drop(slot);
-            });
+                channel = None;
+            }
         }
     })
+}
+
+/// Passes `client` to the proxy over `channel`, connecting it first if needed.
+async fn hand_over(
+    channel: &mut Option<tokio::net::UnixStream>,
+    socket: &Path,
+    client: &tokio::net::TcpStream,
+) -> io::Result<()> {
+    let channel = match channel {
+        Some(channel) => channel,
+        None => channel.insert(tokio::net::UnixStream::connect(socket).await?),
+    };
+    corral_splice::handoff::send(channel, client).await
 }

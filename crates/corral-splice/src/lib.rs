@@ -5,9 +5,12 @@
 //! (`EINVAL`), that direction falls back to read/write through a buffer, from the first byte
 //! not yet sent.
 //!
-//! Used by the egress proxy's CONNECT tunnels and by the supervisor's bridges. Every call is
-//! safe rustix; the crate has no `unsafe`.
+//! Used by the egress proxy's CONNECT tunnels and by the supervisor's bridges, which also
+//! hand whole connections to the proxy ([`handoff`]). Every call is safe rustix; the crate has
+//! no `unsafe`.
 #![forbid(unsafe_code)]
+
+pub mod handoff;
 
 use std::future::Future;
 use std::io;
@@ -211,7 +214,7 @@ async fn copy_one_way<S: Socket, D: Socket>(src: &S, dst: &D, pending: Vec<u8>) 
 
 /// Runs `f` on `socket` once it is ready for `interest`, waiting again whenever `f` would
 /// block.
-async fn io_when_ready<S: Socket, R>(
+pub(crate) async fn io_when_ready<S: Socket, R>(
     socket: &S,
     interest: Interest,
     mut f: impl FnMut() -> io::Result<R>,
