@@ -22,9 +22,15 @@ use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 
-/// Most bytes moved by one splice into a pipe: the default pipe capacity (16 pages), so one
-/// call fills the pipe and the next empties it.
+/// Most bytes moved by one splice into a new pipe: the default pipe capacity (16 pages), so
+/// one call fills the pipe and the next empties it.
 const CHUNK: usize = 64 * 1024;
+
+/// Capacity a pipe grows to once its direction has filled it (a bulk transfer): 16× fewer
+/// syscalls per byte. Pipe pages are only allocated for bytes in flight, and the kernel caps
+/// each user's pipe capacity (`fs.pipe-user-pages-soft`); when it refuses, the pipe keeps
+/// its default size.
+const BULK_PIPE: usize = 1024 * 1024;
 
 /// Buffer of the read/write fallback.
 const COPY_BUFFER: usize = 64 * 1024;
@@ -126,6 +132,7 @@ async fn splice_one_way<S: Socket, D: Socket>(
     pipe: &Pipe,
 ) -> io::Result<Spliced> {
     let mut moved = 0u64;
+    let mut chunk = CHUNK;
     loop {
         // The pipe is empty here, so a splice that would block waits on the socket.
         let filled = io_when_ready(src, Interest::READABLE, || {
@@ -134,13 +141,17 @@ async fn splice_one_way<S: Socket, D: Socket>(
                 None,
                 &pipe.write,
                 None,
-                CHUNK,
+                chunk,
                 SPLICE,
             )?)
         })
         .await;
         let mut in_pipe = match filled {
             Ok(0) => return Ok(Spliced::Ended(moved)),
+            Ok(n) if n == CHUNK && chunk == CHUNK => {
+                chunk = rustix::pipe::fcntl_setpipe_size(&pipe.write, BULK_PIPE).unwrap_or(CHUNK);
+                n
+            }
             Ok(n) => n,
             Err(e) if unsupported(&e) => {
                 return Ok(Spliced::Unsupported {
