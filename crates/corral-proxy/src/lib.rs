@@ -211,10 +211,11 @@ impl EgressProxy {
     }
 
     /// Serves one connection to the egress socket: a client, or the sandbox's bridge handing
-    /// over the connections it accepts (its first message passes a descriptor,
-    /// [`corral_splice::handoff`]). Anyone able to reach the socket could hand over their own
-    /// TCP connections the same way; the proxy serves those as if they had connected to the
-    /// socket themselves, each holding one of `slots`.
+    /// over its listening socket (its first message passes a descriptor,
+    /// [`corral_splice::handoff`]), whose connections the proxy then accepts itself. Anyone
+    /// able to reach the egress socket could hand over a listener of their own the same way;
+    /// its connections are then served as if they had come through the egress socket, each
+    /// holding one of `slots`.
     async fn serve_unix(&self, stream: tokio::net::UnixStream, slots: Arc<Semaphore>) {
         let limits = &self.shared.limits;
         let first = corral_splice::handoff::receive(&stream, limits.max_head_bytes.min(4096));
@@ -231,16 +232,9 @@ impl EgressProxy {
         let mut fds = first.fds;
         loop {
             for fd in fds.drain(..) {
-                let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                    return;
-                };
-                match corral_splice::handoff::tcp_stream(fd) {
-                    Ok(client) => {
-                        let proxy = self.clone();
-                        tokio::spawn(async move {
-                            proxy.serve_client(client, Vec::new()).await;
-                            drop(permit);
-                        });
+                match corral_splice::handoff::tcp_listener(fd) {
+                    Ok(listener) => {
+                        tokio::spawn(self.clone().serve_tcp(listener, Arc::clone(&slots)));
                     }
                     Err(e) => tracing::debug!(
                         sandbox = %self.shared.gate.sandbox_id(),
@@ -249,10 +243,35 @@ impl EgressProxy {
                     ),
                 }
             }
+            // The bridge keeps this connection open for as long as the proxy serves it.
             match corral_splice::handoff::receive(&stream, 64).await {
                 Ok(next) if !next.data.is_empty() => fds = next.fds,
                 Ok(_) | Err(_) => return,
             }
+        }
+    }
+
+    /// Accepts connections on the sandbox's own listening socket (handed over by its bridge),
+    /// each holding one of `slots` while it is served.
+    async fn serve_tcp(self, listener: tokio::net::TcpListener, slots: Arc<Semaphore>) {
+        loop {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandbox bridge accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = self.clone();
+            tokio::spawn(async move {
+                proxy.serve_client(stream, Vec::new()).await;
+                drop(permit);
+            });
         }
     }
 

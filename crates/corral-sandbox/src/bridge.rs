@@ -1,16 +1,19 @@
 //! The egress bridge: the sandbox's only way out. The supervisor listens on
-//! `127.0.0.1:3128` inside the sandbox's network namespace and hands each connection it
-//! accepts to the egress proxy over the proxy's unix socket, which is bound into the sandbox
-//! at [`EGRESS_SOCKET`] ([`corral_splice::handoff`]: the accepted socket itself is passed, so
-//! the proxy reads and writes it directly and the supervisor is out of the path). The proxy
-//! knows which sandbox is talking from the socket alone, so the command may as well talk to
-//! the socket directly: it gains nothing by bypassing the bridge.
+//! `127.0.0.1:3128` inside the sandbox's network namespace and, when the first connection
+//! arrives, hands that listening socket to the egress proxy over the proxy's unix socket,
+//! which is bound into the sandbox at [`EGRESS_SOCKET`] ([`corral_splice::handoff`]). The
+//! proxy then accepts, reads and writes the sandbox's connections itself: the supervisor is
+//! out of the path. The proxy knows which sandbox is talking from the socket alone, so the
+//! command may as well talk to the socket directly: it gains nothing by bypassing the bridge.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::TcpListener;
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::relay;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 /// Where the egress socket appears inside the sandbox.
 pub const EGRESS_SOCKET: &str = "/run/corral/egress.sock";
@@ -42,41 +45,40 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
     serve_to(listener, Path::new(EGRESS_SOCKET).to_path_buf())
 }
 
-/// Accepts connections on `listener` forever on a background thread, each handed to the
-/// proxy on the unix socket at `socket` (the sandbox's bridge does this with
-/// [`EGRESS_SOCKET`]; benchmarks run the same code against a socket of their own). One
-/// connection to the socket carries every hand-over; it is opened again when it fails.
+/// Hands `listener` to the proxy on the unix socket at `socket` (the sandbox's bridge does
+/// this with [`EGRESS_SOCKET`]; benchmarks run the same code against a socket of their own)
+/// from a background thread, once a first connection waits on it, so a sandbox that never
+/// connects never wakes the proxy. The thread then keeps the hand-over connection open, and
+/// hands the listener over again if the proxy ever closes it.
 pub fn serve_to(listener: TcpListener, socket: PathBuf) -> io::Result<()> {
-    listener.set_nonblocking(true)?;
-    relay::spawn("egress-bridge", move |_slots| async move {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
-        let mut channel = None;
-        loop {
-            let Ok((client, _)) = listener.accept().await else {
-                continue;
-            };
-            let _ = client.set_nodelay(true);
-            // A failed channel (the proxy restarted) is opened again once for this client;
-            // if that fails too the client is closed and the next one tries again.
-            for _ in 0..2 {
-                if hand_over(&mut channel, &socket, &client).await.is_ok() {
-                    break;
+    std::thread::Builder::new()
+        .name("egress-bridge".into())
+        .spawn(move || {
+            loop {
+                // Readable: a connection waits in the backlog (left there for the proxy).
+                let mut waiting = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+                if poll(&mut waiting, PollTimeout::NONE).is_err() {
+                    continue;
                 }
-                channel = None;
+                match hand_over(&socket, &listener) {
+                    Ok(mut channel) => {
+                        // Returns when the proxy closes the connection.
+                        let _ = channel.read(&mut [0u8; 1]);
+                    }
+                    Err(_) => std::thread::sleep(RETRY),
+                }
             }
-        }
-    })
+        })?;
+    Ok(())
 }
 
-/// Passes `client` to the proxy over `channel`, connecting it first if needed.
-async fn hand_over(
-    channel: &mut Option<tokio::net::UnixStream>,
-    socket: &Path,
-    client: &tokio::net::TcpStream,
-) -> io::Result<()> {
-    let channel = match channel {
-        Some(channel) => channel,
-        None => channel.insert(tokio::net::UnixStream::connect(socket).await?),
-    };
-    corral_splice::handoff::send(channel, client).await
+/// How long the bridge waits before trying the proxy's socket again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// Connects to the proxy at `socket` and passes it `listener`; returns the connection, which
+/// the proxy keeps open while it serves the listener.
+fn hand_over(socket: &Path, listener: &TcpListener) -> io::Result<UnixStream> {
+    let channel = UnixStream::connect(socket)?;
+    corral_splice::handoff::send(&channel, listener)?;
+    Ok(channel)
 }

@@ -1,4 +1,4 @@
-//! Byte relays the supervisor runs for the bridges (egress out, ingress in): one thread per
+//! Byte relays the supervisor runs for its ingress bridge: one thread per
 //! bridge with a single-threaded tokio runtime, so a new connection costs no thread; at most
 //! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog); each carried both ways by
 //! splice(2) through a pipe per direction (no copy through the supervisor, see

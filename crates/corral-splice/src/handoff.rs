@@ -1,10 +1,10 @@
-//! Handing a connected socket to another process over a unix socket (`SCM_RIGHTS`), so a
-//! relay can step out of the path: the sandbox's bridge passes each connection it accepts to
-//! the egress proxy, which then reads and writes (splices) that connection itself.
+//! Handing a socket to another process over a unix socket (`SCM_RIGHTS`), so a relay can
+//! step out of the path: the sandbox's bridge passes its listening socket to the egress
+//! proxy, which then accepts, reads and writes (splices) the sandbox's connections itself.
 //!
 //! A message is one byte ([`MARK`]) carrying one descriptor. The receiver validates what it
-//! gets ([`tcp_stream`]): a descriptor from a peer is only ever used as a connected TCP
-//! stream.
+//! gets ([`tcp_listener`]): a descriptor from a peer is only ever used as a listening TCP
+//! socket.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -15,7 +15,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags, SocketType,
 };
 use tokio::io::Interest;
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::{TcpListener, UnixStream};
 
 use crate::io_when_ready;
 
@@ -25,25 +25,23 @@ pub const MARK: u8 = 0;
 /// Descriptors one [`receive`] takes at most (more in one message are closed by the kernel).
 const MAX_FDS: usize = 4;
 
-/// Sends `socket` over `channel`, waiting while the channel is full.
-pub async fn send(channel: &UnixStream, socket: impl AsFd) -> io::Result<()> {
+/// Sends `socket` over `channel` (a blocking unix socket: the call waits while the channel
+/// is full).
+pub fn send(channel: impl AsFd, socket: impl AsFd) -> io::Result<()> {
     let fds = [socket.as_fd()];
-    loop {
-        let sent = io_when_ready(channel, Interest::WRITABLE, || {
-            let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-            let mut control = SendAncillaryBuffer::new(&mut space);
-            control.push(SendAncillaryMessage::ScmRights(&fds));
-            Ok(rustix::net::sendmsg(
-                channel,
-                &[IoSlice::new(&[MARK])],
-                &mut control,
-                SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-            )?)
-        })
-        .await?;
-        if sent == 1 {
-            return Ok(());
-        }
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    control.push(SendAncillaryMessage::ScmRights(&fds));
+    let sent = rustix::net::sendmsg(
+        channel,
+        &[IoSlice::new(&[MARK])],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if sent == 1 {
+        Ok(())
+    } else {
+        Err(io::ErrorKind::WriteZero.into())
     }
 }
 
@@ -81,9 +79,9 @@ pub async fn receive(channel: &UnixStream, max: usize) -> io::Result<Received> {
     Ok(Received { data, fds })
 }
 
-/// `fd` as a tokio TCP stream, if it is a connected IPv4 or IPv6 stream socket; anything
-/// else (a file, a listening socket, a unix socket) is refused and closed.
-pub fn tcp_stream(fd: OwnedFd) -> io::Result<TcpStream> {
+/// `fd` as a tokio TCP listener, if it is a listening IPv4 or IPv6 stream socket; anything
+/// else (a file, a connected socket, a unix socket) is refused and closed.
+pub fn tcp_listener(fd: OwnedFd) -> io::Result<TcpListener> {
     let refused = |what: &str| {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -97,12 +95,12 @@ pub fn tcp_stream(fd: OwnedFd) -> io::Result<TcpStream> {
     if domain != AddressFamily::INET && domain != AddressFamily::INET6 {
         return refused("a handed-over socket is not TCP");
     }
-    if rustix::net::getpeername(&fd)?.is_none() {
-        return refused("a handed-over socket is not connected");
+    if !rustix::net::sockopt::socket_acceptconn(&fd)? {
+        return refused("a handed-over socket is not listening");
     }
-    let stream = std::net::TcpStream::from(fd);
-    stream.set_nonblocking(true)?;
-    TcpStream::from_std(stream)
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
 }
 
 #[cfg(test)]
@@ -111,33 +109,37 @@ mod tests {
 
     use super::*;
 
-    /// A TCP connection handed over a unix socket is the same connection on the other side;
-    /// a descriptor that is not a connected TCP socket is refused.
+    /// A listening TCP socket handed over a unix socket accepts the same connections on the
+    /// other side; a descriptor that is not a listening TCP socket is refused.
     #[tokio::test]
-    async fn a_handed_connection_is_the_same_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    async fn a_handed_listener_is_the_same_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(address), listener.accept());
-        let (mut client, accepted) = (client.unwrap(), accepted.unwrap().0);
-        let (sender, receiver) = UnixStream::pair().unwrap();
-        send(&sender, &accepted).await.unwrap();
-        drop(accepted);
+        let (sender, receiver) = std::os::unix::net::UnixStream::pair().unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let receiver = UnixStream::from_std(receiver).unwrap();
+        send(&sender, &listener).unwrap();
+        drop(listener);
         let got = receive(&receiver, 16).await.unwrap();
         assert_eq!(got.data, [MARK]);
         let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
-        let mut handed = tcp_stream(fd).unwrap();
+        let handed = tcp_listener(fd).unwrap();
+        let (client, accepted) =
+            tokio::join!(tokio::net::TcpStream::connect(address), handed.accept());
+        let (mut client, (mut accepted, _)) = (client.unwrap(), accepted.unwrap());
         client.write_all(b"ping").await.unwrap();
         let mut buf = [0u8; 4];
-        handed.read_exact(&mut buf).await.unwrap();
+        accepted.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
 
-        send(&sender, &listener).await.unwrap();
-        let got = receive(&receiver, 16).await.unwrap();
-        let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
-        assert!(tcp_stream(fd).is_err(), "a listening socket is refused");
-        send(&sender, &sender).await.unwrap();
-        let got = receive(&receiver, 16).await.unwrap();
-        let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
-        assert!(tcp_stream(fd).is_err(), "a unix socket is refused");
+        for (what, fd) in [
+            ("a connected TCP socket", accepted.as_fd()),
+            ("a unix socket", sender.as_fd()),
+        ] {
+            send(&sender, fd).unwrap();
+            let got = receive(&receiver, 16).await.unwrap();
+            let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
+            assert!(tcp_listener(fd).is_err(), "{what} is refused");
+        }
     }
 }
