@@ -12,6 +12,7 @@
 
 pub mod handoff;
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -88,8 +89,14 @@ where
 
 /// Moves bytes from `src` to `dst` until `src` ends, then shuts down `dst`'s writing side.
 async fn one_way<S: Socket + Sync, D: Socket + Sync>(src: &S, dst: &D) -> io::Result<u64> {
-    let moved = match pipe() {
-        Ok(pipe) => splice_one_way(src, dst, &pipe).await?,
+    let moved = match Pipe::take() {
+        Ok(mut pipe) => {
+            let spliced = splice_one_way(src, dst, &mut pipe).await?;
+            if let Spliced::Ended(_) = spliced {
+                pipe.give_back();
+            }
+            spliced
+        }
         Err(_) => Spliced::Unsupported {
             moved: 0,
             pending: Vec::new(),
@@ -117,19 +124,54 @@ enum Spliced {
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Whether it was grown past the default capacity.
+    grown: bool,
 }
 
-fn pipe() -> io::Result<Pipe> {
-    let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-    Ok(Pipe { read, write })
+/// Empty default-size pipes kept per thread for the next relay (a new pipe is two file
+/// descriptors, two files and an inode to create and tear down, about as much kernel work as
+/// a short tunnel's splicing). Each holds no pages while empty; the kernel counts its 16-page
+/// capacity against the user's pipe allowance, so few are kept.
+const POOLED_PIPES: usize = 32;
+
+thread_local! {
+    static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Pipe {
+    /// A pipe from this thread's pool, or a new one.
+    fn take() -> io::Result<Self> {
+        if let Some(pipe) = POOL.with_borrow_mut(Vec::pop) {
+            return Ok(pipe);
+        }
+        let (read, write) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        Ok(Pipe {
+            read,
+            write,
+            grown: false,
+        })
+    }
+
+    /// Keeps this pipe, which must be empty, for another relay on this thread (a grown pipe
+    /// is closed instead).
+    fn give_back(self) {
+        if !self.grown {
+            POOL.with_borrow_mut(|pool| {
+                if pool.len() < POOLED_PIPES {
+                    pool.push(self);
+                }
+            });
+        }
+    }
 }
 
 const SPLICE: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
 
+/// Splices from `src` through `pipe` (empty, and left empty when `src` ends) to `dst`.
 async fn splice_one_way<S: Socket, D: Socket>(
     src: &S,
     dst: &D,
-    pipe: &Pipe,
+    pipe: &mut Pipe,
 ) -> io::Result<Spliced> {
     let mut moved = 0u64;
     let mut chunk = CHUNK;
@@ -148,7 +190,8 @@ async fn splice_one_way<S: Socket, D: Socket>(
         .await;
         let mut in_pipe = match filled {
             Ok(0) => return Ok(Spliced::Ended(moved)),
-            Ok(n) if n == CHUNK && chunk == CHUNK => {
+            Ok(n) if n == CHUNK && !pipe.grown => {
+                pipe.grown = true;
                 chunk = rustix::pipe::fcntl_setpipe_size(&pipe.write, BULK_PIPE).unwrap_or(CHUNK);
                 n
             }
