@@ -17,6 +17,11 @@
 //! request there is an `http_request` decision, a smart-HTTP push is decided ref by ref before
 //! any of it reaches the remote, and a configured git token replaces whatever `Authorization`
 //! the agent sent. Other TLS passes through untouched.
+//!
+//! For speed, a CONNECT that opens a connection is read from the raw socket (anything else
+//! goes to hyper) and a passthrough tunnel's bytes are spliced between the sockets
+//! ([`corral_splice`]); the sandbox's bridge hands its listening socket over the egress
+//! socket, so the proxy accepts the sandbox's connections itself.
 #![forbid(unsafe_code)]
 
 pub mod ca;
@@ -212,10 +217,10 @@ impl EgressProxy {
 
     /// Serves one connection to the egress socket: a client, or the sandbox's bridge handing
     /// over its listening socket (its first message passes a descriptor,
-    /// [`corral_splice::handoff`]), whose connections the proxy then accepts itself. Anyone
-    /// able to reach the egress socket could hand over a listener of their own the same way;
-    /// its connections are then served as if they had come through the egress socket, each
-    /// holding one of `slots`.
+    /// [`corral_splice::handoff`]), whose connections the proxy then accepts itself for as
+    /// long as the bridge keeps this connection open. Anyone able to reach the egress socket
+    /// could hand over a listener of their own the same way; its connections are then served
+    /// as if they had come through the egress socket, each holding one of `slots`.
     async fn serve_unix(&self, stream: tokio::net::UnixStream, slots: Arc<Semaphore>) {
         let limits = &self.shared.limits;
         let first = corral_splice::handoff::receive(&stream, limits.max_head_bytes.min(4096));
@@ -229,25 +234,21 @@ impl EgressProxy {
             }
             return;
         }
-        let mut fds = first.fds;
-        loop {
-            for fd in fds.drain(..) {
-                match corral_splice::handoff::tcp_listener(fd) {
-                    Ok(listener) => {
-                        tokio::spawn(self.clone().serve_tcp(listener, Arc::clone(&slots)));
-                    }
-                    Err(e) => tracing::debug!(
-                        sandbox = %self.shared.gate.sandbox_id(),
-                        error = %e,
-                        "handed-over descriptor refused"
-                    ),
-                }
+        // One listener per hand-over connection (any other descriptor is closed), served for
+        // as long as that connection stays open: listeners are bounded like connections.
+        let Some(fd) = first.fds.into_iter().next() else {
+            return;
+        };
+        let listener = match corral_splice::handoff::tcp_listener(fd) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::debug!(sandbox = %self.shared.gate.sandbox_id(), error = %e, "handed-over descriptor refused");
+                return;
             }
-            // The bridge keeps this connection open for as long as the proxy serves it.
-            match corral_splice::handoff::receive(&stream, 64).await {
-                Ok(next) if !next.data.is_empty() => fds = next.fds,
-                Ok(_) | Err(_) => return,
-            }
+        };
+        tokio::select! {
+            () = self.clone().serve_tcp(listener, slots) => {}
+            () = closed(&stream) => {}
         }
     }
 
@@ -333,6 +334,16 @@ impl EgressProxy {
             .await;
         if let Err(e) = served {
             tracing::debug!(sandbox = %self.shared.gate.sandbox_id(), error = %e, "egress connection ended");
+        }
+    }
+}
+
+/// Returns when the peer of `channel` closes it (or it fails); whatever it sends meanwhile,
+/// descriptors included, is read and dropped.
+async fn closed(channel: &tokio::net::UnixStream) {
+    while let Ok(received) = corral_splice::handoff::receive(channel, 64).await {
+        if received.data.is_empty() {
+            return;
         }
     }
 }

@@ -510,3 +510,23 @@ fn a_connect_after_a_forwarded_request_on_one_connection_is_tunnelled() {
     reader.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"SSH-2.0-kept\r\n");
 }
+
+/// Only a listening TCP socket is taken from a hand-over: anything else passed on the egress
+/// socket (here a connected TCP socket) is refused, that connection is closed, and the proxy
+/// keeps serving.
+#[test]
+fn a_handed_over_descriptor_that_is_not_a_listener_is_refused() {
+    let port = echo_tcp_server();
+    let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
+    let connected = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut channel = proxy.connect();
+    corral_splice::handoff::send(&channel, &connected).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        channel.read(&mut byte).unwrap(),
+        0,
+        "the proxy closes the hand-over"
+    );
+    let response = proxy.exchange("CONNECT 127.0.0.2:22 HTTP/1.1\r\nHost: 127.0.0.2:22\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+}
