@@ -17,9 +17,15 @@
 //! request there is an `http_request` decision, a smart-HTTP push is decided ref by ref before
 //! any of it reaches the remote, and a configured git token replaces whatever `Authorization`
 //! the agent sent. Other TLS passes through untouched.
+//!
+//! For speed, a CONNECT that opens a connection is read from the raw socket (anything else
+//! goes to hyper) and a passthrough tunnel's bytes are spliced between the sockets
+//! ([`corral_splice`]); the sandbox's bridge hands its listening socket over the egress
+//! socket, so the proxy accepts the sandbox's connections itself.
 #![forbid(unsafe_code)]
 
 pub mod ca;
+mod client;
 mod connect;
 pub mod credentials;
 mod exchange;
@@ -174,14 +180,19 @@ impl EgressProxy {
             .enable_all()
             .build()?;
         runtime.block_on(async move {
+            let slots = Arc::new(Semaphore::new(self.shared.limits.max_connections));
             if let Some(first) = first {
                 first.set_nonblocking(true)?;
                 let first = tokio::net::UnixStream::from_std(first)?;
-                let proxy = self.clone();
-                tokio::spawn(async move { proxy.serve_connection(first).await });
+                let permit = Arc::clone(&slots).try_acquire_owned().ok();
+                let (proxy, slots) = (self.clone(), Arc::clone(&slots));
+                tokio::spawn(async move {
+                    proxy.serve_unix(first, slots).await;
+                    drop(permit);
+                });
             }
             let listener = UnixListener::from_std(listener)?;
-            self.serve(listener).await;
+            self.serve_with(listener, slots).await;
             Ok(())
         })
     }
@@ -189,6 +200,11 @@ impl EgressProxy {
     /// Serves connections from `listener` until the task is dropped.
     pub async fn serve(self, listener: UnixListener) {
         let slots = Arc::new(Semaphore::new(self.shared.limits.max_connections));
+        self.serve_with(listener, slots).await
+    }
+
+    /// Serves connections from `listener`, each holding one of `slots` while it is served.
+    async fn serve_with(self, listener: UnixListener, slots: Arc<Semaphore>) {
         loop {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
@@ -201,9 +217,70 @@ impl EgressProxy {
                     continue;
                 }
             };
+            let (proxy, slots) = (self.clone(), Arc::clone(&slots));
+            tokio::spawn(async move {
+                proxy.serve_unix(stream, slots).await;
+                drop(permit);
+            });
+        }
+    }
+
+    /// Serves one connection to the egress socket: a client, or the sandbox's bridge handing
+    /// over its listening socket (its first message passes a descriptor,
+    /// [`corral_splice::handoff`]), whose connections the proxy then accepts itself for as
+    /// long as the bridge keeps this connection open. Anyone able to reach the egress socket
+    /// could hand over a listener of their own the same way; its connections are then served
+    /// as if they had come through the egress socket, each holding one of `slots`.
+    async fn serve_unix(&self, stream: tokio::net::UnixStream, slots: Arc<Semaphore>) {
+        let limits = &self.shared.limits;
+        let first = corral_splice::handoff::receive(&stream, limits.max_head_bytes.min(4096));
+        let first = match tokio::time::timeout(limits.head_timeout, first).await {
+            Ok(Ok(first)) => first,
+            Ok(Err(_)) | Err(_) => return,
+        };
+        if first.fds.is_empty() {
+            if !first.data.is_empty() {
+                self.serve_client(stream, first.data).await;
+            }
+            return;
+        }
+        // One listener per hand-over connection (any other descriptor is closed), served for
+        // as long as that connection stays open: listeners are bounded like connections.
+        let Some(fd) = first.fds.into_iter().next() else {
+            return;
+        };
+        let listener = match corral_splice::handoff::tcp_listener(fd) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::debug!(sandbox = %self.shared.gate.sandbox_id(), error = %e, "handed-over descriptor refused");
+                return;
+            }
+        };
+        tokio::select! {
+            () = self.clone().serve_tcp(listener, slots) => {}
+            () = closed(&stream) => {}
+        }
+    }
+
+    /// Accepts connections on the sandbox's own listening socket (handed over by its bridge),
+    /// each holding one of `slots` while it is served.
+    async fn serve_tcp(self, listener: tokio::net::TcpListener, slots: Arc<Semaphore>) {
+        loop {
+            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sandbox bridge accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
             let proxy = self.clone();
             tokio::spawn(async move {
-                proxy.serve_connection(stream).await;
+                proxy.serve_client(stream, Vec::new()).await;
                 drop(permit);
             });
         }
@@ -212,6 +289,39 @@ impl EgressProxy {
     /// Serves one client connection (any byte stream: the sandbox's socket, or an in-memory
     /// pipe in tests and fuzzing) until it closes.
     pub async fn serve_connection<S>(&self, stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve_client(client::Opaque(stream), Vec::new()).await
+    }
+
+    /// Serves one client connection (`read`: bytes already read from it): a CONNECT as its
+    /// first request is answered from the raw stream ([`connect::tunnel_raw`]), anything else
+    /// by hyper.
+    async fn serve_client<C: client::Client>(&self, mut client: C, read: Vec<u8>) {
+        let limits = &self.shared.limits;
+        let opening = client::read_opening(
+            &mut client,
+            read,
+            limits.max_head_bytes,
+            limits.max_headers,
+            limits.head_timeout,
+        )
+        .await;
+        match opening {
+            client::Opening::Connect(head) => {
+                connect::tunnel_raw(client, head, Arc::clone(&self.shared)).await
+            }
+            client::Opening::Other(read) => {
+                self.serve_http(replay::Replay::new(read, client)).await
+            }
+            client::Opening::Closed => {}
+        }
+    }
+
+    /// Serves HTTP/1.1 requests on `stream` with hyper until it closes. (A head that started
+    /// to arrive before hyper got the stream may take up to twice `head_timeout` in all.)
+    async fn serve_http<S>(&self, stream: S)
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -234,6 +344,16 @@ impl EgressProxy {
             .await;
         if let Err(e) = served {
             tracing::debug!(sandbox = %self.shared.gate.sandbox_id(), error = %e, "egress connection ended");
+        }
+    }
+}
+
+/// Returns when the peer of `channel` closes it (or it fails); whatever it sends meanwhile,
+/// descriptors included, is read and dropped.
+async fn closed(channel: &tokio::net::UnixStream) {
+    while let Ok(received) = corral_splice::handoff::receive(channel, 64).await {
+        if received.data.is_empty() {
+            return;
         }
     }
 }

@@ -415,3 +415,118 @@ fn a_wildcard_is_not_a_destination() {
         "nothing was decided for a pattern"
     );
 }
+
+/// Reads a response head from `reader` and returns it.
+fn read_head(reader: &mut impl BufRead) -> String {
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        let before = head.len();
+        reader.read_line(&mut head).unwrap();
+        assert!(head.len() > before, "closed inside a response head: {head}");
+    }
+    head
+}
+
+/// The sandbox's bridge (the supervisor's code) hands each TCP connection it accepts to the
+/// proxy: tunnels work through it, denials are answered, and every decision is recorded.
+#[test]
+fn connections_handed_over_by_the_sandbox_bridge_are_decided_and_served() {
+    let port = echo_tcp_server();
+    let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let bridge = listener.local_addr().unwrap();
+    corral_sandbox::bridge::serve_to(listener, proxy.socket.clone()).unwrap();
+    for _ in 0..3 {
+        let mut stream = std::net::TcpStream::connect(bridge).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            stream,
+            "CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\nSSH-2.0-x\r\n"
+        )
+        .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        assert!(read_head(&mut reader).starts_with("HTTP/1.1 200"));
+        let mut echoed = [0u8; 11];
+        reader.read_exact(&mut echoed).unwrap();
+        assert_eq!(&echoed, b"SSH-2.0-x\r\n");
+    }
+    let mut denied = std::net::TcpStream::connect(bridge).unwrap();
+    denied
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    denied
+        .write_all(b"CONNECT 127.0.0.2:22 HTTP/1.1\r\nHost: 127.0.0.2:22\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    let _ = denied.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 403 Forbidden"), "{response}");
+    assert!(response.contains("x-corral-deny: "), "{response}");
+    let verdicts: Vec<String> = proxy
+        .audit()
+        .iter()
+        .map(|e| format!("{} {}", e.resource, e.decision))
+        .collect();
+    assert_eq!(verdicts.len(), 4, "{verdicts:?}");
+    assert!(verdicts[3].ends_with("deny"), "{verdicts:?}");
+}
+
+/// A CONNECT after a forwarded request on the same kept connection is tunnelled too.
+#[test]
+fn a_connect_after_a_forwarded_request_on_one_connection_is_tunnelled() {
+    let http = echo_http_server().port();
+    let echo = echo_tcp_server();
+    let proxy = Proxy::start(&format!(
+        "[network]\nallow = [\"127.0.0.1:{http}\", \"127.0.0.1:{echo}\"]\n"
+    ));
+    let mut stream = proxy.connect();
+    write!(
+        stream,
+        "GET http://127.0.0.1:{http}/first HTTP/1.1\r\nHost: 127.0.0.1:{http}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let head = read_head(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).unwrap();
+    write!(
+        stream,
+        "CONNECT 127.0.0.1:{echo} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    assert!(read_head(&mut reader).starts_with("HTTP/1.1 200"));
+    stream.write_all(b"SSH-2.0-kept\r\n").unwrap();
+    let mut echoed = [0u8; 14];
+    reader.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"SSH-2.0-kept\r\n");
+}
+
+/// Only a listening TCP socket is taken from a hand-over: anything else passed on the egress
+/// socket (here a connected TCP socket) is refused, that connection is closed, and the proxy
+/// keeps serving.
+#[test]
+fn a_handed_over_descriptor_that_is_not_a_listener_is_refused() {
+    let port = echo_tcp_server();
+    let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
+    let connected = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut channel = proxy.connect();
+    corral_splice::handoff::send(&channel, &connected).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        channel.read(&mut byte).unwrap(),
+        0,
+        "the proxy closes the hand-over"
+    );
+    let response = proxy.exchange("CONNECT 127.0.0.2:22 HTTP/1.1\r\nHost: 127.0.0.2:22\r\n\r\n");
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+}

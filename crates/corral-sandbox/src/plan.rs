@@ -162,6 +162,10 @@ pub struct SandboxPlan {
     pub hostname: String,
     /// The host unix socket of the egress proxy serving this sandbox, if it has a way out.
     pub egress_socket: Option<PathBuf>,
+    /// Whether the egress proxy takes the bridge's listening socket (corral's own proxy
+    /// does: it then accepts the sandbox's connections itself) rather than a byte stream per
+    /// connection (any other server on the egress socket).
+    pub egress_handoff: bool,
     /// Where the launcher binds the ingress socket (the host's way in to the sandbox's ports).
     pub ingress_socket: Option<PathBuf>,
     /// Where the launcher binds the control socket (exec into the running sandbox).
@@ -212,6 +216,10 @@ pub struct PlanInput {
     /// The egress proxy's unix socket on the host; the supervisor bridges the sandbox's
     /// `127.0.0.1:3128` to it and the command's environment points proxy settings there.
     pub egress_socket: Option<PathBuf>,
+    /// Whether the server on `egress_socket` is corral's own proxy, which takes the bridge's
+    /// listening socket ([`crate::bridge::serve`]); otherwise each connection is relayed to
+    /// it as a byte stream.
+    pub egress_handoff: bool,
     /// A PEM bundle (system roots plus corral's interception CA) the command's TLS clients
     /// should trust; bound read-only at [`CA_BUNDLE`] and named by `SSL_CERT_FILE` and friends.
     pub ca_bundle: Option<PathBuf>,
@@ -380,6 +388,7 @@ impl PlanInput {
             limits: self.limits.clone(),
             hostname: self.hostname.clone().unwrap_or_else(|| "corral".into()),
             egress_socket,
+            egress_handoff: self.egress_handoff,
             ingress_socket: self.ingress_socket.clone(),
             control_socket: self.control_socket.clone(),
         })

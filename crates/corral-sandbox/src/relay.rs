@@ -1,22 +1,19 @@
-//! Byte relays the supervisor runs for the bridges (egress out, ingress in): one thread per
+//! Byte relays the supervisor runs for its ingress bridge: one thread per
 //! bridge with a single-threaded tokio runtime, so a new connection costs no thread; at most
-//! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog); each copied both ways with
-//! 64 KiB buffers, each direction closed when its source ends.
+//! [`MAX_CONNECTIONS`] at once (more wait in the listen backlog); each carried both ways by
+//! splice(2) through a pipe per direction (no copy through the supervisor, see
+//! [`corral_splice`]), each direction closed when its source ends.
 
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use corral_splice::Socket;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Connections relayed at once per bridge. Bounds the supervisor's memory however many
 /// connections are opened.
 const MAX_CONNECTIONS: usize = 256;
-
-/// Bytes copied per read in each direction (tokio's default of 8 KiB costs a syscall pair per
-/// 8 KiB; see BENCHMARKS.md, "Egress proxy").
-const BUFFER: usize = 64 * 1024;
 
 /// Runs `serve` on a thread named `name` with its own single-threaded runtime, for as long
 /// as the supervisor lives. `serve` gets the connection slots to take before each accept.
@@ -47,11 +44,12 @@ impl Slots {
     }
 }
 
-/// Copies bytes both ways between `a` and `b` until both directions have ended.
-pub async fn both_ways<A, B>(mut a: A, mut b: B)
+/// Carries bytes both ways between `a` and `b` until both directions have ended (or either
+/// fails), then closes both.
+pub async fn both_ways<A, B>(a: A, b: B)
 where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
+    A: Socket + Sync,
+    B: Socket + Sync,
 {
-    let _ = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, BUFFER, BUFFER).await;
+    let _ = corral_splice::relay(&a, &b).await;
 }

@@ -177,7 +177,12 @@ fn supervise(
     });
     // Threads only now: the command was forked from a single-threaded process.
     if let Some(listener) = bridge {
-        bridge::serve(listener).map_err(|source| SandboxError::Setup {
+        let served = if plan.egress_handoff {
+            bridge::serve(listener)
+        } else {
+            bridge::serve_relaying(listener)
+        };
+        served.map_err(|source| SandboxError::Setup {
             step: "start the egress bridge",
             source,
         })?;

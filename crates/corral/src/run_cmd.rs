@@ -180,6 +180,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 &mut egress_warnings,
             )?;
             input.egress_socket = Some(egress.socket().to_path_buf());
+            input.egress_handoff = true;
             input.ca_bundle = egress.ca_bundle().map(Path::to_path_buf);
             Some(egress)
         }
@@ -242,6 +243,8 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         identity: Some(Identity::for_caller(args.host_uid, args.host_gid)),
         hostname: None,
         egress_socket: args.egress_socket.as_ref().map(|p| caller.cwd.join(p)),
+        // Set once corral's own proxy is set up; a foreign socket gets a stream per connection.
+        egress_handoff: false,
         ca_bundle: None,
         ingress_socket: args.ingress_socket.as_ref().map(|p| caller.cwd.join(p)),
         control_socket: args.control_socket.as_ref().map(|p| caller.cwd.join(p)),

@@ -11,7 +11,8 @@
 //! [`EgressProxy::serve_blocking`] on a thread of its own, default limits, an audit log, a
 //! TOML profile naming the upstream addresses. The "corral" rows reach it over its unix
 //! socket; the "corral via bridge" rows add the sandbox's own bridge
-//! (`corral_sandbox::bridge`: TCP on loopback carried to the unix socket), the path a program
+//! (`corral_sandbox::bridge`: a loopback TCP listener handed to the proxy over its unix
+//! socket, whose connections the proxy then accepts itself), the path a program
 //! inside `corral run` takes. The "bare relay" rows are the floor: a minimal CONNECT
 //! relay on the same kind of runtime, with no HTTP library, policy or audit, so the difference
 //! to corral is corral's own work per connection. tinyproxy runs as a child process on a loopback port

@@ -81,7 +81,7 @@ async fn bare_relay(mut client: tokio::net::UnixStream) -> std::io::Result<()> {
 }
 
 /// The sandbox's bridge (`corral_sandbox::bridge`, the code the supervisor runs) on a
-/// loopback port, carrying each connection to the proxy's unix socket.
+/// loopback port, handing its listener to the proxy over the proxy's unix socket.
 pub fn start_bridge(socket: PathBuf) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
