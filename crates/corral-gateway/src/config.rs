@@ -116,6 +116,7 @@ impl fmt::Debug for Secret {
 /// - `admin_token`: none (a random token is made and printed on first start)
 /// - `trusted_proxies`: none (identity headers are never trusted)
 /// - `profiles`: none (only the built-in profiles)
+/// - `max_upload`: `1G` (largest archive a file upload may send)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -138,6 +139,9 @@ pub struct Config {
     /// (`[profiles]` in the config file only; checked at load). Callers choose among the
     /// names; only the operator chooses files.
     pub profiles: BTreeMap<String, PathBuf>,
+    /// Largest tar archive, in bytes, a file upload may send (`max_upload = "1G"`,
+    /// `CORRAL_MAX_UPLOAD`). Every other request body is a small JSON document.
+    pub max_upload: u64,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -164,6 +168,16 @@ pub struct ConfigLayer {
     pub trusted_proxies: Option<Vec<IpAddr>>,
     /// See [`Config::profiles`] (read from the config file only).
     pub profiles: Option<BTreeMap<String, PathBuf>>,
+    /// See [`Config::max_upload`].
+    #[serde(default, deserialize_with = "human_size")]
+    pub max_upload: Option<u64>,
+}
+
+fn human_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    corral_policy::parse_size(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("{e} (use e.g. 512M or 2G)")))
 }
 
 fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -230,6 +244,14 @@ impl ConfigLayer {
                     .collect::<Result<Vec<IpAddr>, _>>()
             })
             .transpose()?;
+        let max_upload = get("CORRAL_MAX_UPLOAD")
+            .map(|v| {
+                corral_policy::parse_size(&v).map_err(|e| ConfigError::Env {
+                    name: "CORRAL_MAX_UPLOAD",
+                    message: format!("{e} (use e.g. 512M or 2G)"),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             listen: parse("CORRAL_LISTEN", get("CORRAL_LISTEN"), "an address:port")?,
             data_dir: get("CORRAL_DATA_DIR").map(PathBuf::from),
@@ -244,6 +266,7 @@ impl ConfigLayer {
             admin_token: get("CORRAL_ADMIN_TOKEN").map(Secret),
             trusted_proxies,
             profiles: None,
+            max_upload,
         })
     }
 
@@ -259,6 +282,7 @@ impl ConfigLayer {
             admin_token: over.admin_token.or(self.admin_token),
             trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
             profiles: over.profiles.or(self.profiles),
+            max_upload: over.max_upload.or(self.max_upload),
         }
     }
 }
@@ -325,6 +349,7 @@ impl Config {
             admin_token: layer.admin_token,
             trusted_proxies: layer.trusted_proxies.unwrap_or_default(),
             profiles: layer.profiles.unwrap_or_default(),
+            max_upload: layer.max_upload.unwrap_or(1 << 30),
         };
         config.check()?;
         Ok(config)
@@ -397,6 +422,7 @@ impl Config {
             admin_token: Option<&'static str>,
             trusted_proxies: Vec<String>,
             profiles: &'a BTreeMap<String, PathBuf>,
+            max_upload: String,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -408,6 +434,7 @@ impl Config {
             admin_token: self.admin_token.as_ref().map(|_| REDACTED),
             trusted_proxies: self.trusted_proxies.iter().map(|a| a.to_string()).collect(),
             profiles: &self.profiles,
+            max_upload: corral_policy::format_size(self.max_upload),
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.

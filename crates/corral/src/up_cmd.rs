@@ -66,6 +66,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         trusted_proxies: (!args.trusted_proxies.is_empty()).then_some(args.trusted_proxies),
         // Extra profiles name files on the host: the config file only.
         profiles: None,
+        // The upload limit: the config file or CORRAL_MAX_UPLOAD.
+        max_upload: None,
     };
     let file = args
         .config

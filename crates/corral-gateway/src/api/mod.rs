@@ -1,8 +1,10 @@
 //! The HTTP API under `/api/v1`: JSON in and out, errors as
 //! `{"error": {"code", "message"}}` (see [`ApiError`]).
 
+mod attach;
 mod caller;
 mod error;
+mod files;
 mod lifecycle;
 mod openapi;
 mod sandboxes;
@@ -92,15 +94,47 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(lifecycle::start))
         .route("/sandboxes/{id}/stop", post(lifecycle::stop))
         .route("/sandboxes/{id}/exec", post(lifecycle::exec))
-        .route("/sandboxes/{id}/logs", get(lifecycle::logs));
+        .route("/sandboxes/{id}/logs", get(lifecycle::logs))
+        .route("/sandboxes/{id}/attach", get(attach::attach));
+    // Uploads are archives, not small JSON documents: their own limit, added after the
+    // JSON limit's layers so those do not apply to them.
+    let max_upload = state.config.max_upload;
+    let files = Router::new().route(
+        "/api/v1/sandboxes/{id}/files",
+        get(files::download)
+            .put(files::upload)
+            .layer(middleware::from_fn(move |request: Request, next: Next| {
+                refuse_larger_than(max_upload, request, next)
+            })),
+    );
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(refuse_oversized))
+        .merge(files)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Like [`refuse_oversized`], with `limit` bytes.
+async fn refuse_larger_than(limit: u64, request: Request, next: Next) -> Response {
+    match declared_length(&request) {
+        Some(length) if length > limit => {
+            ApiError::payload_too_large(usize::try_from(limit).unwrap_or(usize::MAX))
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Refuses a body whose declared length is over [`MAX_BODY`] before reading any of it, so a

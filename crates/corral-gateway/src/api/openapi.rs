@@ -6,12 +6,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{lifecycle, sandboxes, users};
+use super::{attach, files, lifecycle, sandboxes, users};
 use crate::store::Role;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "corral gateway", description = "Users, tokens and sandboxes: records, start, stop, exec and logs."),
+    info(title = "corral gateway", description = "Users, tokens and sandboxes: records, start, stop, exec, logs, attach (a terminal over a WebSocket) and files (tar streams)."),
     paths(
         users::login,
         users::me,
@@ -28,6 +28,9 @@ use crate::store::Role;
         lifecycle::stop,
         lifecycle::exec,
         lifecycle::logs,
+        attach::attach,
+        files::download,
+        files::upload,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth)

@@ -13,8 +13,11 @@
 //! One lock per sandbox orders start, stop and delete, so two starts never make two
 //! processes.
 
+mod attach;
 mod clone;
 mod exec;
+mod extract;
+mod files;
 mod process;
 
 use std::collections::{BTreeMap, HashMap};
@@ -29,7 +32,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+pub use attach::{Terminal, TerminalCommand, TerminalEnd, TerminalSize};
 pub use exec::{ExecOutput, MAX_OUTPUT};
+pub use files::{Download, FilesError, SandboxFiles, relative_path};
 
 use crate::config::Config;
 use crate::store::{ProcessId, Sandbox, Store, StoreError};
@@ -162,6 +167,7 @@ pub struct Runtime {
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     watched: Mutex<HashMap<String, Watched>>,
     shutdown: watch::Sender<bool>,
+    terminals: attach::AttachedTerminals,
 }
 
 impl Runtime {
@@ -178,6 +184,7 @@ impl Runtime {
             locks: Mutex::default(),
             watched: Mutex::default(),
             shutdown: watch::Sender::new(false),
+            terminals: attach::AttachedTerminals::default(),
         }
     }
 
