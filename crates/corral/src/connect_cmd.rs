@@ -205,9 +205,6 @@ mod tests {
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert_eq!(
-            shell_line(&argv),
-            "sh -c 'echo '\\''a b'\\''; exit 3' ''"
-        );
+        assert_eq!(shell_line(&argv), "sh -c 'echo '\\''a b'\\''; exit 3' ''");
     }
 }

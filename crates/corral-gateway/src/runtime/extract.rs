@@ -46,9 +46,14 @@ pub(super) fn upload(
         let count = extract_all(&staging, rel, body)?;
         let target =
             open_dir(&files.workspace, rel, true).map_err(|e| resolve_error(e, given, "create"))?;
+        let into = Place {
+            workspace: &files.workspace,
+            dir: &target,
+            path: rel,
+        };
         // Checked first, so a conflict found half-way cannot leave half an archive moved.
-        merge(&staging, &target, Path::new(""), true)?;
-        merge(&staging, &target, Path::new(""), false)?;
+        merge(&staging, &into, Path::new(""), true)?;
+        merge(&staging, &into, Path::new(""), false)?;
         Ok(count)
     });
     remove_tree(&files.dir, OsStr::new(&staging_name));
@@ -261,39 +266,77 @@ fn hard_link(staging: &OwnedFd, target: &Path, dir: &OwnedFd, name: &OsStr) -> R
     })
 }
 
-/// Moves everything in `source` into `target`, merging directories; a non-directory replaces
-/// a non-directory or a directory of the archive replaces a non-directory. With `check`,
-/// only verifies that no archive file would replace a workspace directory.
-fn merge(source: &OwnedFd, target: &OwnedFd, at: &Path, check: bool) -> Result<(), FilesError> {
+/// A directory of the workspace an upload is merged into.
+struct Place<'a> {
+    workspace: &'a OwnedFd,
+    /// The directory, opened.
+    dir: &'a OwnedFd,
+    /// Its path relative to the workspace.
+    path: &'a Path,
+}
+
+/// Moves everything in `source` into `target`, merging directories: an archive directory
+/// goes into a workspace directory of the same name, or through a workspace symlink to a
+/// directory inside the workspace (one leading out is refused); anything else of the archive
+/// replaces what is there, except that a file never replaces a directory. With `check`, only
+/// verifies, so the real pass cannot stop half-way for a reason it could have known.
+fn merge(source: &OwnedFd, target: &Place<'_>, at: &Path, check: bool) -> Result<(), FilesError> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     for name in names(source).map_err(io_error("list", at))? {
-        let path = at.join(&name);
+        let entry = at.join(&name);
+        let refuse = |reason: &str| FilesError::BadEntry {
+            entry: entry.to_string_lossy().into_owned(),
+            reason: reason.into(),
+        };
         let source_is_dir = is_dir(source, &name);
-        let existing = statat(target, &name, AtFlags::SYMLINK_NOFOLLOW).ok();
-        let target_is_dir = existing
-            .as_ref()
-            .is_some_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory);
-        match (existing.is_some(), source_is_dir, target_is_dir) {
-            (true, true, true) => {
-                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-                let from =
-                    openat(source, &name, flags, Mode::empty()).map_err(io_error("open", &path))?;
-                let into =
-                    openat(target, &name, flags, Mode::empty()).map_err(io_error("open", &path))?;
-                merge(&from, &into, &path, check)?;
+        let existing = statat(target.dir, &name, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .map(|s| FileType::from_raw_mode(s.st_mode));
+        let path = target.path.join(&name);
+        // The directory an archive directory merges into, if there is one.
+        let into = match (source_is_dir, existing) {
+            (true, Some(FileType::Directory)) => Some(
+                openat(target.dir, &name, flags, Mode::empty()).map_err(io_error("open", &path))?,
+            ),
+            (true, Some(FileType::Symlink)) => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                match openat2(target.workspace, &path, flags, Mode::empty(), beneath()) {
+                    Ok(dir) => Some(dir),
+                    Err(Errno::XDEV | Errno::LOOP) => {
+                        return Err(refuse(
+                            "its path goes through a symlink in the workspace that leads out of it",
+                        ));
+                    }
+                    // Dangling, or to a file: replaced.
+                    Err(_) => None,
+                }
             }
-            (true, false, true) => {
-                return Err(FilesError::BadEntry {
-                    entry: path.to_string_lossy().into_owned(),
-                    reason: "a directory of that name is in the way in the workspace".into(),
-                });
+            (false, Some(FileType::Directory)) => {
+                return Err(refuse(
+                    "a directory of that name is in the way in the workspace",
+                ));
             }
-            _ if check => {}
-            (true, true, false) => {
-                unlinkat(target, &name, AtFlags::empty()).map_err(io_error("replace", &path))?;
-                renameat(source, &name, target, &name).map_err(io_error("move", &path))?;
-            }
-            _ => renameat(source, &name, target, &name).map_err(io_error("move", &path))?,
+            _ => None,
+        };
+        if let Some(into) = into {
+            let from =
+                openat(source, &name, flags, Mode::empty()).map_err(io_error("open", &entry))?;
+            let place = Place {
+                workspace: target.workspace,
+                dir: &into,
+                path: &path,
+            };
+            merge(&from, &place, &entry, check)?;
+            continue;
         }
+        if check {
+            continue;
+        }
+        if source_is_dir && existing.is_some() {
+            // A directory cannot be renamed over a non-directory.
+            unlinkat(target.dir, &name, AtFlags::empty()).map_err(io_error("replace", &path))?;
+        }
+        renameat(source, &name, target.dir, &name).map_err(io_error("move", &path))?;
     }
     Ok(())
 }
