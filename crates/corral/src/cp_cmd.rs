@@ -111,7 +111,9 @@ fn upload(client: &Client, id: &str, src: &Path, dir: &str) -> anyhow::Result<()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("root")),
     };
-    let (reader, writer) = std::io::pipe().context("cannot make a pipe")?;
+    let (reader, writer) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).context("cannot make a pipe")?;
+    let (reader, writer) = (std::fs::File::from(reader), std::fs::File::from(writer));
     let source = src.to_owned();
     let builder = std::thread::spawn(move || -> std::io::Result<()> {
         let mut tar = tar::Builder::new(writer);
