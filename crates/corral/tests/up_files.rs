@@ -296,7 +296,9 @@ fn nothing_leaves_or_enters_the_workspace_but_through_it() {
     std::fs::write(workspace.join("ok.txt"), "ok").unwrap();
 
     // Downloads.
+    let too_long = "a/".repeat(3000);
     for path in [
+        too_long.as_str(),
         "../x",
         "/etc",
         "/etc/passwd",

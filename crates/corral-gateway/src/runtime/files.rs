@@ -230,6 +230,14 @@ pub(super) fn resolve_error(e: Errno, path: &str, step: &'static str) -> FilesEr
             path: path.to_owned(),
             reason: "has a component that is not a directory",
         },
+        Errno::NAMETOOLONG => FilesError::BadPath {
+            path: path.to_owned(),
+            reason: "is too long",
+        },
+        Errno::ACCESS => FilesError::WrongType {
+            path: path.to_owned(),
+            reason: "is not accessible (its permissions refuse it)",
+        },
         other => FilesError::Io {
             step,
             path: path.into(),
