@@ -23,6 +23,11 @@ use crate::runtime::FilesError;
 const CHUNK: usize = 64 * 1024;
 /// Chunks buffered between the network and the file system thread.
 const IN_FLIGHT: usize = 4;
+/// Most of a refused upload's remaining body read (and dropped) before answering, so a
+/// client still sending it gets to read the answer instead of a broken connection.
+const DRAIN_BYTES: usize = 8 * 1024 * 1024;
+/// Longest wait for that remaining body.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// The tar media type.
 const TAR: &str = "application/x-tar";
 
@@ -159,6 +164,16 @@ pub(super) async fn upload(
     }
     drop(chunks);
     let result = extraction.await.map_err(|e| ApiError::internal(&e))?;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut left = DRAIN_BYTES;
+        while let Some(Ok(chunk)) = stream.next().await {
+            left = left.saturating_sub(chunk.len());
+            if left == 0 {
+                break;
+            }
+        }
+    })
+    .await;
     if too_large {
         return Err(ApiError::payload_too_large(
             usize::try_from(limit).unwrap_or(usize::MAX),

@@ -34,7 +34,7 @@ use tokio::sync::watch;
 
 pub use attach::{Terminal, TerminalCommand, TerminalEnd, TerminalSize};
 pub use exec::{ExecOutput, MAX_OUTPUT};
-pub use files::{Download, FilesError, SandboxFiles, relative_path};
+pub use files::{Download, FilesError, SandboxFiles};
 
 use crate::config::Config;
 use crate::store::{ProcessId, Sandbox, Store, StoreError};
