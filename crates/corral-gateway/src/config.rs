@@ -121,6 +121,7 @@ impl fmt::Debug for Secret {
 /// - `exec_timeout`: `10m`; `max_exec_timeout`: `1h`
 /// - `log_max_size`: `10M`
 /// - `git_tokens`: none
+/// - `max_upload`: `1G` (largest archive a file upload may send)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -151,6 +152,9 @@ pub struct Config {
     pub log_max_size: u64,
     /// Git tokens by host, handed to every sandbox's egress proxy by reference.
     pub git_tokens: BTreeMap<String, GitTokenSource>,
+    /// Largest tar archive, in bytes, a file upload may send (`max_upload = "1G"`,
+    /// `CORRAL_MAX_UPLOAD`). Every other request body is a small JSON document.
+    pub max_upload: u64,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -189,6 +193,9 @@ pub struct ConfigLayer {
     /// See [`Config::git_tokens`]: host → `env:VARIABLE` or `file:PATH`, resolved when the
     /// layers are merged.
     pub git_tokens: Option<BTreeMap<String, String>>,
+    /// See [`Config::max_upload`]: bytes, or a size such as `1G`.
+    #[serde(default, deserialize_with = "size")]
+    pub max_upload: Option<u64>,
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -296,6 +303,14 @@ impl ConfigLayer {
                 )
             })
             .transpose()?;
+        let max_upload = get("CORRAL_MAX_UPLOAD")
+            .map(|v| {
+                corral_policy::parse_size(&v).map_err(|e| ConfigError::Env {
+                    name: "CORRAL_MAX_UPLOAD",
+                    message: format!("{e} (use e.g. 512M or 2G)"),
+                })
+            })
+            .transpose()?;
         Ok(Self {
             listen: parse("CORRAL_LISTEN", get("CORRAL_LISTEN"), "an address:port")?,
             data_dir: get("CORRAL_DATA_DIR").map(PathBuf::from),
@@ -314,6 +329,7 @@ impl ConfigLayer {
             max_exec_timeout: None,
             log_max_size,
             git_tokens,
+            max_upload,
         })
     }
 
@@ -333,6 +349,7 @@ impl ConfigLayer {
             max_exec_timeout: over.max_exec_timeout.or(self.max_exec_timeout),
             log_max_size: over.log_max_size.or(self.log_max_size),
             git_tokens: over.git_tokens.or(self.git_tokens),
+            max_upload: over.max_upload.or(self.max_upload),
         }
     }
 }
@@ -405,6 +422,7 @@ impl Config {
                 .unwrap_or(Duration::from_secs(60 * 60)),
             log_max_size: layer.log_max_size.unwrap_or(10 * 1024 * 1024),
             git_tokens: git_tokens(layer.git_tokens.unwrap_or_default(), &lookup)?,
+            max_upload: layer.max_upload.unwrap_or(1 << 30),
         };
         config.check()?;
         Ok(config)
@@ -491,6 +509,7 @@ impl Config {
             log_max_size: String,
             // References (env:VARIABLE, file:PATH), never the tokens.
             git_tokens: BTreeMap<&'a str, String>,
+            max_upload: String,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -510,6 +529,7 @@ impl Config {
                 .iter()
                 .map(|(host, source)| (host.as_str(), source.reference()))
                 .collect(),
+            max_upload: corral_policy::format_size(self.max_upload),
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.

@@ -4,8 +4,8 @@
 //!
 //! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
 //! which outlives the gateway and is adopted again when it restarts; a repo session's first
-//! start clones its repo inside the sandbox. Not yet: attach, file copy, ingress and the idle
-//! reaper.
+//! start clones its repo inside the sandbox; terminals attach over a WebSocket and files are
+//! copied as tar streams confined to the workspace. Not yet: ingress and the idle reaper.
 //!
 //! ```no_run
 //! use corral_gateway::{AdminBootstrap, Config, ConfigLayer};

@@ -132,6 +132,69 @@ impl Client {
         }
     }
 
+    /// `PUT path` with `body` streamed as `content_type` (chunked), the JSON answer.
+    pub fn put_stream(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl std::io::Read,
+    ) -> anyhow::Result<Value> {
+        let request = self.request("PUT", path).set("Content-Type", content_type);
+        match request.send(body) {
+            Ok(response) => serde_json::from_str(
+                &response
+                    .into_string()
+                    .context("cannot read the gateway's answer")?,
+            )
+            .context("the gateway answered something not JSON"),
+            Err(e) => Err(self.explain(e)),
+        }
+    }
+
+    /// The WebSocket request for `path` (`ws://` or `wss://`, with the token).
+    pub fn websocket_request(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = match self.base.strip_prefix("http") {
+            Some(rest) => format!("ws{rest}{path}"),
+            None => bail!("the gateway URL must start with http:// or https://"),
+        };
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .with_context(|| format!("bad WebSocket URL {url:?}"))?;
+        let bearer = format!("Bearer {}", self.token)
+            .parse()
+            .context("the token is not a valid header value")?;
+        request.headers_mut().insert("Authorization", bearer);
+        Ok(request)
+    }
+
+    /// What the gateway said when it refused with `code` and `body` (its `error.message`).
+    pub fn refusal(code: u16, body: &str) -> anyhow::Error {
+        let message = serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| {
+                v.pointer("/error/message")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .unwrap_or_else(|| "no explanation given".into());
+        let hint = if code == 401 {
+            " (log in again: corral login --url URL --token TOKEN)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("the gateway refused ({code}): {message}{hint}")
+    }
+
+    /// Where the gateway is, for messages.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     fn request(&self, method: &str, path: &str) -> ureq::Request {
         self.agent
             .request(method, &format!("{}{path}", self.base))
@@ -163,22 +226,7 @@ impl Client {
     fn explain(&self, error: ureq::Error) -> anyhow::Error {
         match error {
             ureq::Error::Status(code, response) => {
-                let message = response
-                    .into_string()
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-                    .and_then(|v| {
-                        v.pointer("/error/message")
-                            .and_then(Value::as_str)
-                            .map(str::to_string)
-                    })
-                    .unwrap_or_else(|| "no explanation given".into());
-                let hint = if code == 401 {
-                    " (log in again: corral login --url URL --token TOKEN)"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!("the gateway refused ({code}): {message}{hint}")
+                Self::refusal(code, &response.into_string().unwrap_or_default())
             }
             ureq::Error::Transport(transport) => anyhow::anyhow!(
                 "cannot reach the gateway at {}: {transport} (is `corral up` running there?)",

@@ -6,6 +6,8 @@
 mod account_cmd;
 mod audit_cmd;
 mod client;
+mod connect_cmd;
+mod cp_cmd;
 mod doctor_cmd;
 mod egress;
 mod inference_cmd;
@@ -42,7 +44,7 @@ enum Command {
     Up(Box<up_cmd::UpArgs>),
     /// Save a gateway's URL and an API token for the commands below.
     Login(account_cmd::LoginArgs),
-    /// A gateway's sandboxes: create, list, get, start, stop, delete, exec, logs.
+    /// A gateway's sandboxes: create, list, get, start, stop, delete, exec, logs, connect, cp.
     Sandbox(sandbox_cmd::SandboxArgs),
     /// A gateway's users (admins): add, list.
     User(account_cmd::UserArgs),

@@ -75,6 +75,23 @@ enum SandboxCommand {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A terminal in a running sandbox (the login shell, or CMD); exits with its status.
+    Connect {
+        /// Id or name.
+        sandbox: String,
+        /// A command to run instead of the login shell.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Copy files to or from a sandbox's workspace: exactly one side is NAME:PATH.
+    /// `cp NAME:PATH DST` makes DST (or DST/basename when DST is a directory);
+    /// `cp SRC NAME:DIR` puts SRC into the workspace directory DIR.
+    Cp {
+        /// Source: a local path or NAME:PATH.
+        src: String,
+        /// Destination: a local path or NAME:DIR.
+        dst: String,
+    },
     /// Print a sandbox's agent output (-f follows).
     Logs {
         /// Id or name.
@@ -139,6 +156,11 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             )?;
             return exec_output(&result, json_output);
         }
+        SandboxCommand::Connect { sandbox, command } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            return crate::connect_cmd::connect(&client, &id, &command);
+        }
+        SandboxCommand::Cp { src, dst } => crate::cp_cmd::cp(&client, &src, &dst)?,
         SandboxCommand::Logs { sandbox, follow } => {
             let id = id_of(&resolve(&client, &sandbox)?)?;
             let query = if follow { "?follow=true" } else { "" };
@@ -155,7 +177,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Finds the sandbox `wanted` names: by id, else by name.
-fn resolve(client: &Client, wanted: &str) -> anyhow::Result<Value> {
+pub(crate) fn resolve(client: &Client, wanted: &str) -> anyhow::Result<Value> {
     let all = client.get("/api/v1/sandboxes")?;
     let list = all
         .as_array()
@@ -180,7 +202,7 @@ fn resolve(client: &Client, wanted: &str) -> anyhow::Result<Value> {
     }
 }
 
-fn id_of(sandbox: &Value) -> anyhow::Result<String> {
+pub(crate) fn id_of(sandbox: &Value) -> anyhow::Result<String> {
     sandbox["id"]
         .as_str()
         .map(str::to_string)

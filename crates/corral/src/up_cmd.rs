@@ -85,6 +85,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             })
             .transpose()
             .map_err(|e| anyhow::anyhow!("--git-token: {e}"))?,
+        // The upload limit: the config file or CORRAL_MAX_UPLOAD.
+        max_upload: None,
     };
     let file = args
         .config

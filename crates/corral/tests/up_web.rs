@@ -639,7 +639,6 @@ async fn the_page_follows_the_system_light_or_dark_theme() {
 
 /// Needs the attach WebSocket (`GET /api/v1/sandboxes/{id}/attach`, branch `attach`).
 #[tokio::test(flavor = "current_thread")]
-#[ignore = "needs the attach WebSocket: remove this once the attach branch is merged"]
 async fn the_terminal_runs_a_command_and_shows_its_output() {
     let server = GitServer::start();
     let root = tempfile::tempdir().unwrap();

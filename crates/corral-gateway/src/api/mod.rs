@@ -1,9 +1,11 @@
 //! The HTTP API under `/api/v1`: JSON in and out, errors as
 //! `{"error": {"code", "message"}}` (see [`ApiError`]).
 
+mod attach;
 mod audit;
 mod caller;
 mod error;
+mod files;
 mod lifecycle;
 mod openapi;
 mod openapi_common;
@@ -110,7 +112,19 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/budgets/{email}",
             get(usage::get_budget).put(usage::set_budget),
-        );
+        )
+        .route("/sandboxes/{id}/attach", get(attach::attach));
+    // Uploads are archives, not small JSON documents: their own limit, added after the
+    // JSON limit's layers so those do not apply to them.
+    let max_upload = state.config.max_upload;
+    let files = Router::new().route(
+        "/api/v1/sandboxes/{id}/files",
+        get(files::download)
+            .put(files::upload)
+            .layer(middleware::from_fn(move |request: Request, next: Next| {
+                refuse_larger_than(max_upload, request, next)
+            })),
+    );
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::web::router())
@@ -118,8 +132,28 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn(refuse_oversized))
+        .merge(files)
         .layer(middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Like [`refuse_oversized`], with `limit` bytes.
+async fn refuse_larger_than(limit: u64, request: Request, next: Next) -> Response {
+    match declared_length(&request) {
+        Some(length) if length > limit => {
+            ApiError::payload_too_large(usize::try_from(limit).unwrap_or(usize::MAX))
+                .into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+fn declared_length(request: &Request) -> Option<u64> {
+    request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// Refuses a body whose declared length is over [`MAX_BODY`] before reading any of it, so a

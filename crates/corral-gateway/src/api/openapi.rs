@@ -7,12 +7,12 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::openapi_common::CommonResponses;
-use super::{audit, lifecycle, profiles, providers, sandboxes, usage, users};
+use super::{attach, audit, files, lifecycle, profiles, providers, sandboxes, usage, users};
 use crate::store::Role;
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "corral gateway", description = "Users, tokens and sandboxes: records, start, stop, exec and logs."),
+    info(title = "corral gateway", description = "Users, tokens and sandboxes: records, start, stop, exec, logs, attach (a terminal over a WebSocket) and files (tar streams)."),
     paths(
         users::login,
         users::me,
@@ -37,6 +37,9 @@ use crate::store::Role;
         usage::list,
         usage::get_budget,
         usage::set_budget,
+        attach::attach,
+        files::download,
+        files::upload,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth, &CommonResponses)

@@ -13,8 +13,11 @@
 //! One lock per sandbox orders start, stop and delete, so two starts never make two
 //! processes.
 
+mod attach;
 mod clone;
 mod exec;
+mod extract;
+mod files;
 mod logs;
 mod process;
 
@@ -30,7 +33,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+pub use attach::{Terminal, TerminalCommand, TerminalEnd, TerminalSize};
 pub use exec::{ExecOutput, MAX_OUTPUT};
+pub use files::{Download, FilesError, SandboxFiles};
 pub use logs::LogCursor;
 
 use crate::config::Config;
@@ -177,6 +182,7 @@ pub struct Runtime {
     log_rotations: logs::Rotations,
     git_tokens: BTreeMap<String, GitTokenSource>,
     inference: std::sync::OnceLock<Arc<crate::inference::Inference>>,
+    terminals: attach::AttachedTerminals,
 }
 
 impl Runtime {
@@ -199,6 +205,7 @@ impl Runtime {
             log_rotations: logs::Rotations::default(),
             git_tokens: config.git_tokens.clone(),
             inference: std::sync::OnceLock::new(),
+            terminals: attach::AttachedTerminals::default(),
         }
     }
 
