@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::agents::AgentTemplate;
+
 /// Shortest `admin_token` corral accepts, so automation cannot set a guessable one.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
@@ -116,6 +118,9 @@ impl fmt::Debug for Secret {
 /// - `admin_token`: none (a random token is made and printed on first start)
 /// - `trusted_proxies`: none (identity headers are never trusted)
 /// - `profiles`: none (only the built-in profiles)
+/// - `suffix`: empty (session hosts are `<id>.<domain>`)
+/// - `agents`: none (only the built-in agent templates)
+/// - `tls_cert`, `tls_key`: none (plain HTTP)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -138,6 +143,15 @@ pub struct Config {
     /// (`[profiles]` in the config file only; checked at load). Callers choose among the
     /// names; only the operator chooses files.
     pub profiles: BTreeMap<String, PathBuf>,
+    /// Added to a sandbox id in its session host name: `<id><suffix>.<domain>` (e.g. `-oc`,
+    /// so that one wildcard certificate for `*.<domain>` covers every session host).
+    pub suffix: String,
+    /// Agent templates besides the built-in ones (`[agents.NAME]` in the config file only).
+    pub agents: BTreeMap<String, AgentTemplate>,
+    /// Certificate chain (PEM) to serve HTTPS with; reloaded when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -164,6 +178,14 @@ pub struct ConfigLayer {
     pub trusted_proxies: Option<Vec<IpAddr>>,
     /// See [`Config::profiles`] (read from the config file only).
     pub profiles: Option<BTreeMap<String, PathBuf>>,
+    /// See [`Config::suffix`].
+    pub suffix: Option<String>,
+    /// See [`Config::agents`] (read from the config file only).
+    pub agents: Option<BTreeMap<String, AgentTemplate>>,
+    /// See [`Config::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`Config::tls_key`].
+    pub tls_key: Option<PathBuf>,
 }
 
 fn human_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -244,6 +266,10 @@ impl ConfigLayer {
             admin_token: get("CORRAL_ADMIN_TOKEN").map(Secret),
             trusted_proxies,
             profiles: None,
+            suffix: lookup("CORRAL_SUFFIX"),
+            agents: None,
+            tls_cert: get("CORRAL_TLS_CERT").map(PathBuf::from),
+            tls_key: get("CORRAL_TLS_KEY").map(PathBuf::from),
         })
     }
 
@@ -259,6 +285,10 @@ impl ConfigLayer {
             admin_token: over.admin_token.or(self.admin_token),
             trusted_proxies: over.trusted_proxies.or(self.trusted_proxies),
             profiles: over.profiles.or(self.profiles),
+            suffix: over.suffix.or(self.suffix),
+            agents: over.agents.or(self.agents),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
         }
     }
 }
@@ -325,6 +355,10 @@ impl Config {
             admin_token: layer.admin_token,
             trusted_proxies: layer.trusted_proxies.unwrap_or_default(),
             profiles: layer.profiles.unwrap_or_default(),
+            suffix: layer.suffix.unwrap_or_default(),
+            agents: layer.agents.unwrap_or_default(),
+            tls_cert: layer.tls_cert,
+            tls_key: layer.tls_key,
         };
         config.check()?;
         Ok(config)
@@ -346,6 +380,7 @@ impl Config {
                 "must be a host name such as localhost or corral.example.com",
             ));
         }
+        self.check_ingress()?;
         if !crate::validate::is_email(&self.admin_email) {
             return Err(invalid("admin_email", "must be an email address"));
         }
@@ -383,6 +418,54 @@ impl Config {
         Ok(())
     }
 
+    /// Checks the session-host suffix, the agent templates and the TLS files' pairing.
+    fn check_ingress(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid { field, message };
+        let suffix_ok = self.suffix.len() <= 20
+            && self
+                .suffix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.suffix.ends_with('-');
+        // A suffix ending in digits would make `<id>-<port><suffix>` ambiguous.
+        if !suffix_ok
+            || self
+                .suffix
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_digit())
+        {
+            return Err(invalid(
+                "suffix",
+                "must be up to 20 lowercase letters, digits and '-', ending in a letter \
+                 (e.g. -oc)"
+                    .into(),
+            ));
+        }
+        let builtins = crate::agents::builtins();
+        for (name, template) in &self.agents {
+            if crate::validate::sandbox_name(name).is_err()
+                || builtins.contains_key(name)
+                || name == crate::agents::CUSTOM
+            {
+                return Err(invalid(
+                    "agents",
+                    format!("{name}: an agent name must be a DNS label and not a built-in's"),
+                ));
+            }
+            template
+                .check()
+                .map_err(|e| invalid("agents", format!("{name}: {e}")))?;
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert",
+                "tls_cert and tls_key go together: set both or neither".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration as TOML, with secrets shown as `<redacted>`.
     pub fn to_redacted_toml(&self) -> String {
         #[derive(Serialize)]
@@ -396,7 +479,14 @@ impl Config {
             #[serde(skip_serializing_if = "Option::is_none")]
             admin_token: Option<&'static str>,
             trusted_proxies: Vec<String>,
+            suffix: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_cert: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_key: Option<&'a Path>,
+            // Tables last: TOML values cannot follow them.
             profiles: &'a BTreeMap<String, PathBuf>,
+            agents: &'a BTreeMap<String, AgentTemplate>,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -408,6 +498,10 @@ impl Config {
             admin_token: self.admin_token.as_ref().map(|_| REDACTED),
             trusted_proxies: self.trusted_proxies.iter().map(|a| a.to_string()).collect(),
             profiles: &self.profiles,
+            suffix: &self.suffix,
+            agents: &self.agents,
+            tls_cert: self.tls_cert.as_deref(),
+            tls_key: self.tls_key.as_deref(),
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.

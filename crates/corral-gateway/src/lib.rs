@@ -21,9 +21,11 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agents;
 mod api;
 pub mod auth;
 pub mod config;
+pub mod ingress;
 pub mod runtime;
 mod server;
 pub mod store;

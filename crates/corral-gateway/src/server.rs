@@ -13,6 +13,8 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
+use crate::ingress::idle::Reaper;
+use crate::ingress::{Ingress, dispatch};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
 
@@ -108,7 +110,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayE
     result
 }
 
-async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
+async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
     let signals = ShutdownSignals::install()?;
     // Bind before creating the admin: a token printed by a gateway that then failed to
     // listen would be lost.
@@ -119,6 +121,8 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
+    // Session-host URLs name the port actually bound (`--listen 127.0.0.1:0` picks one).
+    config.listen = addr;
     let store = Arc::new(Store::open(&config.data_dir)?);
     let admin = bootstrap_admin(&store, &config)?;
     // Sandboxes are `corral run` processes of this very binary.
@@ -131,8 +135,13 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
         admin,
     });
 
-    let state = AppState::new(store, Arc::new(config), runtime.clone());
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let config = Arc::new(config);
+    let ingress = Ingress::new(store.clone(), runtime.clone(), config.clone());
+    tokio::spawn(Reaper::new(ingress.clone()).run());
+    let state = AppState::new(store, config, runtime.clone());
+    let app = router(state)
+        .layer(axum::middleware::from_fn_with_state(ingress, dispatch))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = async move {
         signals.recv().await;
         runtime.begin_shutdown();

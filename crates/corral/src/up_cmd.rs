@@ -27,6 +27,10 @@ pub struct UpArgs {
     /// Domain sandbox hosts are named under [default: localhost; env CORRAL_DOMAIN].
     #[arg(long)]
     domain: Option<String>,
+    /// Added to a sandbox id in its session host, `<id><suffix>.<domain>` (e.g. -oc)
+    /// [default: none; env CORRAL_SUFFIX].
+    #[arg(long)]
+    suffix: Option<String>,
     /// Log format on stderr: text or json [default: text; env CORRAL_LOG_FORMAT].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -66,6 +70,11 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         trusted_proxies: (!args.trusted_proxies.is_empty()).then_some(args.trusted_proxies),
         // Extra profiles name files on the host: the config file only.
         profiles: None,
+        suffix: args.suffix,
+        // Agent templates name commands to run: the config file only.
+        agents: None,
+        tls_cert: None,
+        tls_key: None,
     };
     let file = args
         .config

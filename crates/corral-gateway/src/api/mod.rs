@@ -1,8 +1,9 @@
 //! The HTTP API under `/api/v1`: JSON in and out, errors as
 //! `{"error": {"code", "message"}}` (see [`ApiError`]).
 
-mod caller;
+pub(crate) mod caller;
 mod error;
+mod ingress;
 mod lifecycle;
 mod openapi;
 mod sandboxes;
@@ -92,7 +93,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/start", post(lifecycle::start))
         .route("/sandboxes/{id}/stop", post(lifecycle::stop))
         .route("/sandboxes/{id}/exec", post(lifecycle::exec))
-        .route("/sandboxes/{id}/logs", get(lifecycle::logs));
+        .route("/sandboxes/{id}/logs", get(lifecycle::logs))
+        // Ingress: agent templates and session-host tickets.
+        .route("/agents", get(ingress::list_agents))
+        .route("/sandboxes/{id}/ticket", post(ingress::ticket));
     Router::new()
         .nest("/api/v1", api)
         .fallback(|| async { ApiError::not_found("no such endpoint") })

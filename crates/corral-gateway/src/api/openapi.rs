@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
-use super::{lifecycle, sandboxes, users};
+use super::{ingress, lifecycle, sandboxes, users};
 use crate::store::Role;
 
 #[derive(OpenApi)]
@@ -28,6 +28,8 @@ use crate::store::Role;
         lifecycle::stop,
         lifecycle::exec,
         lifecycle::logs,
+        ingress::list_agents,
+        ingress::ticket,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth)

@@ -5,6 +5,8 @@
 //! The store is synchronous; the API calls it from a blocking thread. Every method is one
 //! statement or one transaction, so a crash leaves either the old or the new row.
 
+mod activity;
+mod host_credentials;
 mod sandboxes;
 mod users;
 
@@ -16,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+pub use host_credentials::{CredentialKind, HostCredential};
 pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
 pub use users::{Role, TokenInfo, User};
 
@@ -58,6 +61,18 @@ CREATE TABLE sandboxes (
 ALTER TABLE sandboxes ADD COLUMN pid INTEGER;
 ALTER TABLE sandboxes ADD COLUMN start_time INTEGER;
 ALTER TABLE sandboxes ADD COLUMN exit_code INTEGER;
+"#,
+    // Ingress: a sandbox's custom command, and the one-time tickets and session-host cookies
+    // (stored as SHA-256 hashes, like tokens, so several gateways can share them).
+    r#"
+ALTER TABLE sandboxes ADD COLUMN command TEXT;
+CREATE TABLE host_credentials (
+    hash       TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('ticket', 'cookie')),
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    expires    INTEGER NOT NULL
+);
 "#,
 ];
 
