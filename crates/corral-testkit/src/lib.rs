@@ -6,6 +6,7 @@
 
 pub mod gateway;
 mod git_server;
+pub mod ingress;
 pub mod tls;
 
 pub use gateway::Gateway;

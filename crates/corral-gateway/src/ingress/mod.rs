@@ -138,20 +138,22 @@ async fn gateway_host(
         return next.run(Request::from_parts(parts, body)).await;
     };
     let (label, tail) = match rest.split_once('/') {
-        Some((label, tail)) => (label, format!("/{tail}")),
-        None => {
-            // `/s/<label>` → `/s/<label>/`, so relative links resolve under the prefix.
-            let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
-            return Response::builder()
-                .status(StatusCode::PERMANENT_REDIRECT)
-                .header(LOCATION, format!("{path}/{query}"))
-                .body(Body::empty())
-                .unwrap_or_default();
-        }
+        Some((label, tail)) => (label, Some(format!("/{tail}"))),
+        None => (rest, None),
     };
-    let Some(label) = ingress.hosts.session_label(label) else {
+    let Some(session_label) = ingress.hosts.session_label(label) else {
         return reply::not_found();
     };
+    let Some(tail) = tail else {
+        // `/s/<label>` → `/s/<label>/`, so relative links resolve under the prefix.
+        let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
+        return Response::builder()
+            .status(StatusCode::PERMANENT_REDIRECT)
+            .header(LOCATION, format!("{path}/{query}"))
+            .body(Body::empty())
+            .unwrap_or_default();
+    };
+    let label = session_label;
     let query = parts.uri.query().map_or(String::new(), |q| format!("?{q}"));
     parts.uri = match format!("{tail}{query}").parse::<Uri>() {
         Ok(uri) => uri,
