@@ -201,3 +201,25 @@ fn dechunk(body: &str) -> String {
         rest = after[size..].trim_start_matches("\r\n");
     }
 }
+
+/// Sends `head` like [`raw`] but reads a streamed answer only until `needle` appears (90 s
+/// hang guard), leaving the stream open; returns what was read.
+pub fn read_until(gw: &Gateway, head: &str, needle: &str) -> String {
+    let mut stream = TcpStream::connect(address(gw)).expect("connect to the gateway");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(90)))
+        .unwrap();
+    write!(stream, "{head}\r\n\r\n").unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(needle) {
+        let n = stream.read(&mut buf).expect("read the stream");
+        assert!(
+            n > 0,
+            "the stream ended before {needle:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}

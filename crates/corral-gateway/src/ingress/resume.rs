@@ -163,6 +163,8 @@ async fn wait_for_port(
         )
     };
     loop {
+        // A request waiting for the sandbox is use: the reaper must not stop it meanwhile.
+        ingress.activity.touch(id);
         let start = ingress.warming.get(id);
         if ingress.runtime.is_running(id) {
             if let Ok(sender) = ingress.upstream.probe(&socket, port).await {
