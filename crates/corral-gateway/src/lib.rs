@@ -29,6 +29,7 @@ pub mod ingress;
 pub mod runtime;
 mod server;
 pub mod store;
+pub mod tls;
 pub mod validate;
 
 pub use config::{Config, ConfigError, ConfigLayer, LogFormat, Secret};

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -17,6 +18,7 @@ use crate::ingress::idle::Reaper;
 use crate::ingress::{Ingress, dispatch};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
+use crate::tls::TlsListener;
 
 /// How long blocking work (execs, store writes) may still run once the server has stopped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -50,6 +52,9 @@ pub enum GatewayError {
     /// The runtime could not reconcile the sandboxes recorded as running.
     #[error("reconciling running sandboxes: {0}")]
     Reconcile(#[from] RuntimeError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
@@ -123,6 +128,12 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
     // Session-host URLs name the port actually bound (`--listen 127.0.0.1:0` picks one).
     config.listen = addr;
+    let listener = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Listening::Tls(TlsListener::new(listener, cert.clone(), key.clone())?)
+        }
+        _ => Listening::Plain(listener),
+    };
     let store = Arc::new(Store::open(&config.data_dir)?);
     let admin = bootstrap_admin(&store, &config)?;
     // Sandboxes are `corral run` processes of this very binary.
@@ -131,7 +142,7 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     runtime.reconcile().await?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
     on_ready(&Ready {
-        url: format!("http://{addr}"),
+        url: format!("{}://{addr}", listener.scheme()),
         admin,
     });
 
@@ -146,12 +157,34 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
         signals.recv().await;
         runtime.begin_shutdown();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(GatewayError::Serve)?;
+    match listener {
+        // `tap_io` only so that axum hands the peer address to the handlers as for TCP.
+        Listening::Tls(tls) => axum::serve(tls.tap_io(|_| ()), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(GatewayError::Serve)?,
+        Listening::Plain(tcp) => axum::serve(tcp, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(GatewayError::Serve)?,
+    }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The listener: plain HTTP, or HTTPS when a certificate is configured.
+enum Listening {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+impl Listening {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Self::Plain(_) => "http",
+            Self::Tls(_) => "https",
+        }
+    }
 }
 
 /// Creates the admin user on first start (no users yet).

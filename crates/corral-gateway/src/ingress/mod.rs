@@ -232,7 +232,13 @@ async fn serve(
         scheme: ingress.hosts.scheme(),
         strip_authorization: visitor.used_token,
     };
-    Ok(proxy::forward(&ingress.upstream, sender, port, parts, body, hop, meter).await)
+    let socket = ingress.runtime.ingress_socket(&sandbox.id);
+    let destination = proxy::Destination {
+        sender,
+        socket: &socket,
+        port,
+    };
+    Ok(proxy::forward(&ingress.upstream, destination, parts, body, hop, meter).await)
 }
 
 /// The sandbox the visit names, if the visitor may use it; the same 404 otherwise.

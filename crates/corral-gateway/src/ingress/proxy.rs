@@ -9,6 +9,7 @@
 //! an upstream Origin check (code-server's) sees the public host.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -37,6 +38,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Where a request goes: a connection to the sandbox's port, and how to make another.
+pub struct Destination<'a> {
+    /// A connection (kept or new) to the port.
+    pub sender: SendRequest<Body>,
+    /// The sandbox's ingress socket.
+    pub socket: &'a Path,
+    /// The port in the sandbox.
+    pub port: u16,
+}
+
 /// What the request is and how the client reached the gateway.
 pub struct Hop {
     /// The client's address.
@@ -53,16 +64,21 @@ pub struct Hop {
 
 /// Sends `parts` + `body` (with the path already stripped of any `/s/` prefix) on `sender`
 /// and returns the sandbox's response, streamed. `sender` goes back to `upstream` when the
-/// response has been read.
+/// response has been read. A kept connection the server closed meanwhile is replaced by a new
+/// one through `socket` (the request had not been sent on it).
 pub async fn forward(
     upstream: &Upstream,
-    mut sender: SendRequest<Body>,
-    port: u16,
+    destination: Destination<'_>,
     mut parts: Parts,
     body: Body,
     hop: Hop,
     meter: Meter,
 ) -> Response<Body> {
+    let Destination {
+        mut sender,
+        socket,
+        port,
+    } = destination;
     let upgrade = upgrade_protocol(&parts.headers);
     let client_upgrade = upgrade
         .is_some()
@@ -76,7 +92,21 @@ pub async fn forward(
     parts.version = Version::HTTP_11;
     parts.extensions = Default::default();
     let request = Request::from_parts(parts, Body::new(Metered::new(body, meter.clone())));
-    let mut response = match sender.send_request(request).await {
+    let mut sent = sender.try_send_request(request).await;
+    if let Err(e) = &mut sent
+        && let Some(request) = e.take_message()
+    {
+        match upstream.fresh(socket, port).await {
+            Ok(fresh) => {
+                sender = fresh;
+                sent = sender.try_send_request(request).await;
+            }
+            Err(e) => {
+                tracing::info!(sandbox = %meter.id, port, error = %e, "sandbox port unreachable");
+            }
+        }
+    }
+    let mut response = match sent.map_err(|e| e.into_error()) {
         Ok(response) => response,
         Err(e) => {
             tracing::info!(sandbox = %meter.id, port, error = %e, "sandbox server failed the request");

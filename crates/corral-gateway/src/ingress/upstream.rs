@@ -52,8 +52,16 @@ impl Upstream {
         if let Some(sender) = self.take_idle(id, port) {
             return Ok(sender);
         }
-        let stream = open(socket, port).await?;
-        handshake(stream).await
+        self.fresh(socket, port).await
+    }
+
+    /// A new connection to `port` through `socket`.
+    pub async fn fresh(
+        &self,
+        socket: &Path,
+        port: u16,
+    ) -> Result<SendRequest<Body>, UpstreamError> {
+        handshake(open(socket, port).await?).await
     }
 
     fn take_idle(&self, id: &str, port: u16) -> Option<SendRequest<Body>> {
