@@ -37,13 +37,16 @@ pub async fn visitor(
 ) -> Result<Visitor, Response<Body>> {
     if cookies && let Some(secret) = cookie(headers, tickets::COOKIE) {
         let hash = token_hash(&secret);
-        if let Some(credential) = ingress.db(move |s| s.host_cookie(&hash)).await? {
-            return Ok(Visitor {
-                user_id: credential.user_id,
-                admin: credential.admin,
-                only_sandbox: Some(credential.sandbox_id),
-                used_token: false,
-            });
+        if let Some(known) = remembered(ingress, hash, |s, hash| {
+            Ok(s.host_cookie(hash)?.map(|c| Known {
+                user_id: c.user_id,
+                admin: c.admin,
+                only_sandbox: Some(c.sandbox_id),
+            }))
+        })
+        .await?
+        {
+            return Ok(known.visitor(false));
         }
     }
     let trusted = is_trusted_peer(peer, &ingress.config.trusted_proxies);
@@ -77,13 +80,16 @@ pub async fn visitor(
         .filter(|t| t.starts_with(crate::auth::TOKEN_PREFIX))
     {
         let hash = token_hash(token);
-        return match ingress.db(move |s| s.user_by_token_hash(&hash)).await? {
-            Some(user) => Ok(Visitor {
+        let known = remembered(ingress, hash, |s, hash| {
+            Ok(s.user_by_token_hash(hash)?.map(|user| Known {
                 user_id: user.id,
                 admin: user.role == Role::Admin,
                 only_sandbox: None,
-                used_token: true,
-            }),
+            }))
+        })
+        .await?;
+        return match known {
+            Some(known) => Ok(known.visitor(true)),
             None => Err(unauthorized("invalid token (unknown or revoked)")),
         };
     }
@@ -91,6 +97,42 @@ pub async fn visitor(
         "not signed in at this host: open the sandbox from the gateway's page (which sends \
          you here with a one-time ticket), or send Authorization: Bearer <token>",
     ))
+}
+
+/// Who a credential stands for, as remembered between requests.
+#[derive(Clone)]
+pub struct Known {
+    user_id: i64,
+    admin: bool,
+    only_sandbox: Option<String>,
+}
+
+impl Known {
+    fn visitor(self, used_token: bool) -> Visitor {
+        Visitor {
+            user_id: self.user_id,
+            admin: self.admin,
+            only_sandbox: self.only_sandbox,
+            used_token,
+        }
+    }
+}
+
+/// The credential with hash `hash`, from the memo or else from the store through `lookup`.
+async fn remembered(
+    ingress: &Ingress,
+    hash: String,
+    lookup: fn(&crate::store::Store, &str) -> Result<Option<Known>, crate::store::StoreError>,
+) -> Result<Option<Known>, Response<Body>> {
+    if let Some(known) = ingress.visitors.get(&hash) {
+        return Ok(Some(known));
+    }
+    let key = hash.clone();
+    let found = ingress.db(move |s| lookup(s, &key)).await?;
+    if let Some(known) = &found {
+        ingress.visitors.put(hash, known.clone());
+    }
+    Ok(found)
 }
 
 fn unauthorized(message: &str) -> Response<Body> {

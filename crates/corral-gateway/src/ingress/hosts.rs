@@ -103,6 +103,10 @@ impl SessionHosts {
     /// What `host` (a Host header's value, already known to be the only one and to agree
     /// with the request target) names.
     pub fn classify(&self, host: &str) -> Result<HostTarget, HostError> {
+        // An IPv6 literal (`[::1]:7070`) can only be the gateway itself.
+        if host.starts_with('[') {
+            return Ok(HostTarget::Gateway);
+        }
         let name = host_name(host)?;
         if name == self.domain {
             return Ok(HostTarget::Gateway);
@@ -219,6 +223,7 @@ mod tests {
         let cases = [
             ("localhost:7070", Ok(HostTarget::Gateway)),
             ("127.0.0.1:7070", Ok(HostTarget::Gateway)),
+            ("[::1]:7070", Ok(HostTarget::Gateway)),
             ("abc123.localhost:7070", Ok(session("abc123", None))),
             ("ABC123.LocalHost:7070", Ok(session("abc123", None))),
             ("abc123.localhost.:7070", Ok(session("abc123", None))),

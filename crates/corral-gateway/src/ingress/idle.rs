@@ -64,6 +64,7 @@ impl Reaper {
                     self.ingress.metrics.idle_stopped();
                     self.ingress.upstream.forget(&id);
                     self.ingress.activity.forget(&id);
+                    self.ingress.sandboxes.forget(&id);
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(sandbox = %id, error = %e, "idle stop failed"),

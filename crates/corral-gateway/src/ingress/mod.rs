@@ -9,6 +9,7 @@
 
 pub mod activity;
 mod auth;
+mod cache;
 pub mod hosts;
 pub mod idle;
 pub mod metrics;
@@ -48,6 +49,10 @@ pub struct Ingress {
     activity: Arc<Activity>,
     metrics: Arc<Metrics>,
     warming: resume::Warming,
+    /// Recent answers: who a credential (by its hash) is.
+    visitors: cache::Memo<String, auth::Known>,
+    /// Recent answers: sandbox records by id.
+    sandboxes: cache::Memo<String, Sandbox>,
 }
 
 impl Ingress {
@@ -63,6 +68,8 @@ impl Ingress {
             upstream: Upstream::default(),
             metrics: Arc::new(Metrics::new()),
             warming: resume::Warming::default(),
+            visitors: cache::Memo::default(),
+            sandboxes: cache::Memo::default(),
         })
     }
 
@@ -255,7 +262,16 @@ async fn authorize(
         return Err(reply::not_found());
     }
     let id = visit.label.id.clone();
-    let sandbox = ingress.db(move |s| s.sandbox(&id)).await?;
+    let sandbox = match ingress.sandboxes.get(&id) {
+        Some(sandbox) => Some(sandbox),
+        None => {
+            let found = ingress.db(move |s| s.sandbox(&id)).await?;
+            if let Some(sandbox) = &found {
+                ingress.sandboxes.put(sandbox.id.clone(), sandbox.clone());
+            }
+            found
+        }
+    };
     sandbox
         .filter(|s| s.owner_id == visitor.user_id || visitor.admin)
         .ok_or_else(reply::not_found)
