@@ -203,7 +203,7 @@ fn other_users_and_host_header_tricks_never_reach_a_session() {
         anonymous.body,
         get_at(&gw, &host(&gw, "0123456789ab"), "/", None, &[]).body
     );
-    // A token that is not corral's is not a credential (and an unknown corral token is refused).
+    // An unknown token is refused.
     assert_eq!(
         get_at(&gw, &ha, "/", Some("corral_forged"), &[]).status,
         401
@@ -410,4 +410,66 @@ fn a_websocket_echoes_through_the_session_host() {
         "{metrics}"
     );
     socket.close(None).unwrap();
+}
+
+#[test]
+fn the_cli_creates_a_sandbox_with_a_custom_command_reached_at_its_url() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let _reaper = SandboxReaper(root.path().join("data"));
+    let admin = gw.printed_token.clone().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let corral = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("XDG_CONFIG_HOME", config.path())
+            .env_remove("CORRAL_URL")
+            .env_remove("CORRAL_TOKEN")
+            .output()
+            .unwrap()
+    };
+    assert!(
+        corral(&["login", "--url", &gw.url, "--token", &admin])
+            .status
+            .success()
+    );
+    let conflicting = corral(&[
+        "sandbox",
+        "create",
+        "x",
+        "--agent",
+        "shell",
+        "--command",
+        "true",
+    ]);
+    assert!(!conflicting.status.success());
+    let made = corral(&[
+        "sandbox",
+        "create",
+        "web",
+        "--profile",
+        "full",
+        "--command",
+        "exec python3 -m http.server --bind 127.0.0.1 8765",
+        "--port",
+        "8765",
+        "--json",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert_eq!(made["agent"], "custom");
+    assert_eq!(made["ports"], json!([ECHO_PORT]));
+    let id = made["id"].as_str().unwrap();
+    assert_eq!(made["url"], format!("http://{}", host(&gw, id)));
+    let listing = get_at(&gw, &host(&gw, id), "/", Some(&admin), &[]);
+    assert_eq!(listing.status, 200, "{listing:?}");
+    assert!(
+        listing.body.contains("Directory listing"),
+        "{}",
+        listing.body
+    );
 }

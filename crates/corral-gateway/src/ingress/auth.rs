@@ -1,6 +1,7 @@
-//! Who is visiting a session host: its own cookie (made from a one-time ticket), a corral
-//! API token (Bearer), or a trusted auth proxy's identity header, in that order. A session
-//! host never looks at the gateway's own cookie. Whether the visitor may use the sandbox is
+//! Who is visiting a session host: its own cookie (made from a one-time ticket), a trusted
+//! auth proxy's identity header, or a corral API token (Bearer), in that order; with the
+//! cookie, an Authorization header is the sandbox's business and passed on. A session host
+//! never looks at the gateway's own cookie. Whether the visitor may use the sandbox is
 //! decided afterwards, against the sandbox's owner.
 
 use std::net::IpAddr;
@@ -77,7 +78,7 @@ pub async fn visitor(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .filter(|t| t.starts_with(crate::auth::TOKEN_PREFIX))
+        .filter(|t| !t.is_empty())
     {
         let hash = token_hash(token);
         let known = remembered(ingress, hash, |s, hash| {
