@@ -114,6 +114,7 @@ pub(super) fn session_url(state: &AppState, sandbox: &Sandbox) -> Option<String>
 
 /// Query of the ticket endpoint.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct TicketQuery {
     /// A port other than the primary one (its host is `<id>-<port><suffix>.<domain>`).
