@@ -4,8 +4,10 @@
 //!
 //! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
 //! which outlives the gateway and is adopted again when it restarts; a repo session's first
-//! start clones its repo inside the sandbox. Not yet: attach, file copy, ingress and the idle
-//! reaper.
+//! start clones its repo inside the sandbox. Sandboxes run an agent template ([`agents`]) or a
+//! custom command; their ports are reached at session hosts through [`ingress`], which also
+//! starts stopped sandboxes on request and stops idle ones. Optional HTTPS: [`tls`]. Not yet:
+//! attach and file copy.
 //!
 //! ```no_run
 //! use corral_gateway::{AdminBootstrap, Config, ConfigLayer};
