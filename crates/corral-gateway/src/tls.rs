@@ -3,7 +3,7 @@
 //! changes, so a renewed certificate (certbot, cert-manager) is served without a restart.
 //!
 //! Handshakes run on their own tasks, so a slow or silent client never holds up accepting
-//! the next connection; a handshake gets [`HANDSHAKE_LIMIT`]. A reload that fails (a file
+//! the next connection; a handshake gets `HANDSHAKE_LIMIT`. A reload that fails (a file
 //! half-written, a key that does not match) keeps the certificate already served and says
 //! why in the log.
 

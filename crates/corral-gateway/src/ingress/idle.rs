@@ -2,7 +2,7 @@
 //! home stay; the next request to their session host starts them again (see `resume`).
 //!
 //! What counts as use: proxied requests, body bytes and WebSocket frames (recorded by
-//! `activity`, in the store for every gateway to see), and whatever [`Reaper::in_use`] says
+//! `activity`, in the store for every gateway to see), and whatever `Reaper::in_use` says
 //! about the present moment. The decision is the store's: each gateway only stops what the
 //! store still says is idle, with a claim that fails if anyone touched it meanwhile.
 

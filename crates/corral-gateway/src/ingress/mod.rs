@@ -1,10 +1,10 @@
 //! Ingress: the way from a browser or client to a server inside a sandbox. A request's Host
 //! (see [`hosts`]) picks the sandbox and port — `<id><suffix>.<domain>` for its primary port,
 //! `<id>-<port><suffix>.<domain>` for another — or the gateway's own host serves the API and
-//! the `/s/<label>/...` path fallback. The visitor is authenticated ([`auth`]), must own the
+//! the `/s/<label>/...` path fallback. The visitor is authenticated (`auth`), must own the
 //! sandbox (or be an admin; anyone else gets the same 404 as for an id that does not exist),
-//! a stopped sandbox is started and the request held until its port accepts ([`resume`]),
-//! then the request is proxied through the sandbox's ingress socket ([`proxy`]). Activity
+//! a stopped sandbox is started and the request held until its port accepts (`resume`),
+//! then the request is proxied through the sandbox's ingress socket (`proxy`). Activity
 //! is recorded for the idle reaper ([`idle`]) and counted for `/metrics` ([`metrics`]).
 
 pub mod activity;
