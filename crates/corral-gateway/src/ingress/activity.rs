@@ -109,16 +109,49 @@ impl Meter {
     }
 }
 
+/// Run once a body has been read to its end.
+type OnEnd = Box<dyn FnOnce() + Send + Sync>;
+
 /// A body passed through unchanged and unbuffered, each frame counted by a [`Meter`].
-pub struct Metered<B> {
+pub struct Metered<B: Body> {
     inner: B,
     meter: Meter,
+    on_end: Option<OnEnd>,
 }
 
-impl<B> Metered<B> {
+impl<B: Body> Metered<B> {
     /// Wraps `inner`.
     pub fn new(inner: B, meter: Meter) -> Self {
-        Self { inner, meter }
+        Self {
+            inner,
+            meter,
+            on_end: None,
+        }
+    }
+
+    /// Wraps `inner`, running `on_end` once it has been read to its end (not if it is
+    /// dropped before).
+    pub fn with_end(inner: B, meter: Meter, on_end: OnEnd) -> Self {
+        Self {
+            inner,
+            meter,
+            on_end: Some(on_end),
+        }
+    }
+
+    fn ended(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end();
+        }
+    }
+}
+
+impl<B: Body> Drop for Metered<B> {
+    fn drop(&mut self) {
+        // A reader may stop polling once the body says it is at its end.
+        if self.inner.is_end_stream() {
+            self.ended();
+        }
     }
 }
 
@@ -134,10 +167,14 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.meter.count(data.len());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.meter.count(data.len());
+                }
+            }
+            Poll::Ready(None) => self.ended(),
+            _ => {}
         }
         polled
     }

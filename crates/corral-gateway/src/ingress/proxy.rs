@@ -128,10 +128,13 @@ pub async fn forward(
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, Body::empty());
     }
-    upstream.recycle(&meter.id, port, sender);
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Body::new(Metered::new(incoming, meter)))
+    let give_back = upstream.returner(&meter.id, port, sender);
+    Response::from_parts(
+        parts,
+        Body::new(Metered::with_end(incoming, meter, give_back)),
+    )
 }
 
 /// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).

@@ -16,6 +16,8 @@ use tokio::net::UnixStream;
 
 /// Most idle connections kept per (sandbox, port).
 const MAX_IDLE: usize = 32;
+/// How long a kept connection may take to become ready for its next request.
+const READY_WAIT: Duration = Duration::from_millis(100);
 /// How long a probe waits for an answer or a hang-up before taking silence as "accepted".
 const PROBE_WINDOW: Duration = Duration::from_secs(2);
 
@@ -49,7 +51,7 @@ impl Upstream {
         id: &str,
         port: u16,
     ) -> Result<SendRequest<Body>, UpstreamError> {
-        if let Some(sender) = self.take_idle(id, port) {
+        if let Some(sender) = self.take_idle(id, port).await {
             return Ok(sender);
         }
         self.fresh(socket, port).await
@@ -64,33 +66,42 @@ impl Upstream {
         handshake(open(socket, port).await?).await
     }
 
-    fn take_idle(&self, id: &str, port: u16) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(&(id.to_owned(), port))?;
-        while let Some(sender) = list.pop() {
-            if sender.is_ready() && !sender.is_closed() {
+    /// A kept connection that is, or is about to be, ready for a request (its last response
+    /// was read to the end; the connection task may not have noticed yet).
+    async fn take_idle(&self, id: &str, port: u16) -> Option<SendRequest<Body>> {
+        loop {
+            let mut sender = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                let list = idle.get_mut(&(id.to_owned(), port))?;
+                list.pop()?
+            };
+            // Ready at once unless the last request's upload is still under way (the server
+            // answered before reading it all): then it is not reused.
+            let ready = tokio::time::timeout(READY_WAIT, sender.ready()).await;
+            if !sender.is_closed() && matches!(ready, Ok(Ok(()))) {
                 return Some(sender);
             }
         }
-        None
     }
 
-    /// Puts `sender` back once the response in flight on it has been read to its end (never
-    /// if the connection closes or is upgraded).
-    pub fn recycle(&self, id: &str, port: u16, mut sender: SendRequest<Body>) {
+    /// What puts `sender` back: to be run once the response in flight on it has been read to
+    /// its end (never for an upgraded connection).
+    pub fn returner(
+        &self,
+        id: &str,
+        port: u16,
+        sender: SendRequest<Body>,
+    ) -> Box<dyn FnOnce() + Send + Sync> {
         let idle = self.idle.clone();
         let key = (id.to_owned(), port);
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
+        Box::new(move || {
             let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
             let list = idle.entry(key).or_default();
             list.retain(|s| !s.is_closed());
             if list.len() < MAX_IDLE {
                 list.push(sender);
             }
-        });
+        })
     }
 
     /// Drops every idle connection to sandbox `id` (it stopped).
