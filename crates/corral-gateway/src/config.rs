@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::agents::AgentTemplate;
 use crate::git_tokens::{GitTokenSource, git_token_pairs, git_tokens};
 
 /// Shortest `admin_token` corral accepts, so automation cannot set a guessable one.
@@ -122,6 +123,9 @@ impl fmt::Debug for Secret {
 /// - `log_max_size`: `10M`
 /// - `git_tokens`: none
 /// - `max_upload`: `1G` (largest archive a file upload may send)
+/// - `suffix`: empty (session hosts are `<id>.<domain>`)
+/// - `agents`: none (only the built-in agent templates)
+/// - `tls_cert`, `tls_key`: none (plain HTTP)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -155,6 +159,15 @@ pub struct Config {
     /// Largest tar archive, in bytes, a file upload may send (`max_upload = "1G"`,
     /// `CORRAL_MAX_UPLOAD`). Every other request body is a small JSON document.
     pub max_upload: u64,
+    /// Added to a sandbox id in its session host name: `<id><suffix>.<domain>` (e.g. `-oc`,
+    /// so that one wildcard certificate for `*.<domain>` covers every session host).
+    pub suffix: String,
+    /// Agent templates besides the built-in ones (`[agents.NAME]` in the config file only).
+    pub agents: BTreeMap<String, AgentTemplate>,
+    /// Certificate chain (PEM) to serve HTTPS with; reloaded when the file changes.
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM) for `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -196,6 +209,14 @@ pub struct ConfigLayer {
     /// See [`Config::max_upload`]: bytes, or a size such as `1G`.
     #[serde(default, deserialize_with = "size")]
     pub max_upload: Option<u64>,
+    /// See [`Config::suffix`].
+    pub suffix: Option<String>,
+    /// See [`Config::agents`] (read from the config file only).
+    pub agents: Option<BTreeMap<String, AgentTemplate>>,
+    /// See [`Config::tls_cert`].
+    pub tls_cert: Option<PathBuf>,
+    /// See [`Config::tls_key`].
+    pub tls_key: Option<PathBuf>,
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -330,6 +351,10 @@ impl ConfigLayer {
             log_max_size,
             git_tokens,
             max_upload,
+            suffix: lookup("CORRAL_SUFFIX"),
+            agents: None,
+            tls_cert: get("CORRAL_TLS_CERT").map(PathBuf::from),
+            tls_key: get("CORRAL_TLS_KEY").map(PathBuf::from),
         })
     }
 
@@ -350,6 +375,10 @@ impl ConfigLayer {
             log_max_size: over.log_max_size.or(self.log_max_size),
             git_tokens: over.git_tokens.or(self.git_tokens),
             max_upload: over.max_upload.or(self.max_upload),
+            suffix: over.suffix.or(self.suffix),
+            agents: over.agents.or(self.agents),
+            tls_cert: over.tls_cert.or(self.tls_cert),
+            tls_key: over.tls_key.or(self.tls_key),
         }
     }
 }
@@ -423,6 +452,10 @@ impl Config {
             log_max_size: layer.log_max_size.unwrap_or(10 * 1024 * 1024),
             git_tokens: git_tokens(layer.git_tokens.unwrap_or_default(), &lookup)?,
             max_upload: layer.max_upload.unwrap_or(1 << 30),
+            suffix: layer.suffix.unwrap_or_default(),
+            agents: layer.agents.unwrap_or_default(),
+            tls_cert: layer.tls_cert,
+            tls_key: layer.tls_key,
         };
         config.check()?;
         Ok(config)
@@ -444,6 +477,7 @@ impl Config {
                 "must be a host name such as localhost or corral.example.com",
             ));
         }
+        self.check_ingress()?;
         if !crate::validate::is_email(&self.admin_email) {
             return Err(invalid("admin_email", "must be an email address"));
         }
@@ -490,6 +524,54 @@ impl Config {
         Ok(())
     }
 
+    /// Checks the session-host suffix, the agent templates and the TLS files' pairing.
+    fn check_ingress(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid { field, message };
+        let suffix_ok = self.suffix.len() <= 20
+            && self
+                .suffix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !self.suffix.ends_with('-');
+        // A suffix ending in digits would make `<id>-<port><suffix>` ambiguous.
+        if !suffix_ok
+            || self
+                .suffix
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_digit())
+        {
+            return Err(invalid(
+                "suffix",
+                "must be up to 20 lowercase letters, digits and '-', ending in a letter \
+                 (e.g. -oc)"
+                    .into(),
+            ));
+        }
+        let builtins = crate::agents::builtins();
+        for (name, template) in &self.agents {
+            if crate::validate::sandbox_name(name).is_err()
+                || builtins.contains_key(name)
+                || name == crate::agents::CUSTOM
+            {
+                return Err(invalid(
+                    "agents",
+                    format!("{name}: an agent name must be a DNS label and not a built-in's"),
+                ));
+            }
+            template
+                .check()
+                .map_err(|e| invalid("agents", format!("{name}: {e}")))?;
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert",
+                "tls_cert and tls_key go together: set both or neither".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration as TOML, with secrets shown as `<redacted>`.
     pub fn to_redacted_toml(&self) -> String {
         #[derive(Serialize)]
@@ -503,6 +585,12 @@ impl Config {
             #[serde(skip_serializing_if = "Option::is_none")]
             admin_token: Option<&'static str>,
             trusted_proxies: Vec<String>,
+            suffix: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_cert: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tls_key: Option<&'a Path>,
+            // Tables last: TOML values cannot follow them.
             profiles: &'a BTreeMap<String, PathBuf>,
             exec_timeout: String,
             max_exec_timeout: String,
@@ -510,6 +598,7 @@ impl Config {
             // References (env:VARIABLE, file:PATH), never the tokens.
             git_tokens: BTreeMap<&'a str, String>,
             max_upload: String,
+            agents: &'a BTreeMap<String, AgentTemplate>,
         }
         let shown = Shown {
             listen: self.listen.to_string(),
@@ -530,6 +619,10 @@ impl Config {
                 .map(|(host, source)| (host.as_str(), source.reference()))
                 .collect(),
             max_upload: corral_policy::format_size(self.max_upload),
+            suffix: &self.suffix,
+            agents: &self.agents,
+            tls_cert: self.tls_cert.as_deref(),
+            tls_key: self.tls_key.as_deref(),
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.

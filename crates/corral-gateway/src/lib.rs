@@ -5,7 +5,10 @@
 //! Sandboxes run on the native runtime ([`runtime`]): one detached `corral run` process each,
 //! which outlives the gateway and is adopted again when it restarts; a repo session's first
 //! start clones its repo inside the sandbox; terminals attach over a WebSocket and files are
-//! copied as tar streams confined to the workspace. Not yet: ingress and the idle reaper.
+//! copied as tar streams confined to the workspace. Sandboxes run an agent template
+//! ([`agents`]) or a custom command; their ports are reached at session hosts through
+//! [`ingress`], which also starts stopped sandboxes on request and stops idle ones. Optional
+//! HTTPS: [`tls`].
 //!
 //! ```no_run
 //! use corral_gateway::{AdminBootstrap, Config, ConfigLayer};
@@ -21,14 +24,17 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod agents;
 mod api;
 pub mod auth;
 pub mod config;
 pub mod git_tokens;
 pub mod inference;
+pub mod ingress;
 pub mod runtime;
 mod server;
 pub mod store;
+pub mod tls;
 pub mod validate;
 mod web;
 

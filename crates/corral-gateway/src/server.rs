@@ -7,14 +7,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
+use crate::ingress::idle::Reaper;
+use crate::ingress::{Ingress, dispatch};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
+use crate::tls::TlsListener;
 
 /// How long blocking work (execs, store writes) may still run once the server has stopped.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -48,6 +52,9 @@ pub enum GatewayError {
     /// The runtime could not reconcile the sandboxes recorded as running.
     #[error("reconciling running sandboxes: {0}")]
     Reconcile(#[from] RuntimeError),
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),
@@ -108,7 +115,7 @@ pub fn run(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayE
     result
 }
 
-async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
+async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), GatewayError> {
     let signals = ShutdownSignals::install()?;
     // Bind before creating the admin: a token printed by a gateway that then failed to
     // listen would be lost.
@@ -119,6 +126,14 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
             source,
         })?;
     let addr = listener.local_addr().map_err(GatewayError::Serve)?;
+    // Session-host URLs name the port actually bound (`--listen 127.0.0.1:0` picks one).
+    config.listen = addr;
+    let listener = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Listening::Tls(TlsListener::new(listener, cert.clone(), key.clone())?)
+        }
+        _ => Listening::Plain(listener),
+    };
     let store = Arc::new(Store::open(&config.data_dir)?);
     let admin = bootstrap_admin(&store, &config)?;
     // Sandboxes are `corral run` processes of this very binary.
@@ -132,22 +147,49 @@ async fn serve(config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), Gate
     runtime.spawn_log_rotation();
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
     on_ready(&Ready {
-        url: format!("http://{addr}"),
+        url: format!("{}://{addr}", listener.scheme()),
         admin,
     });
 
-    let state = AppState::new(store, Arc::new(config), runtime.clone());
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let config = Arc::new(config);
+    let ingress = Ingress::new(store.clone(), runtime.clone(), config.clone());
+    tokio::spawn(Reaper::new(ingress.clone()).run());
+    let state = AppState::new(store, config, runtime.clone());
+    let app = router(state)
+        .layer(axum::middleware::from_fn_with_state(ingress, dispatch))
+        .into_make_service_with_connect_info::<SocketAddr>();
     let shutdown = async move {
         signals.recv().await;
         runtime.begin_shutdown();
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(GatewayError::Serve)?;
+    match listener {
+        // `tap_io` only so that axum hands the peer address to the handlers as for TCP.
+        Listening::Tls(tls) => axum::serve(tls.tap_io(|_| ()), app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(GatewayError::Serve)?,
+        Listening::Plain(tcp) => axum::serve(tcp, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(GatewayError::Serve)?,
+    }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// The listener: plain HTTP, or HTTPS when a certificate is configured.
+enum Listening {
+    Plain(TcpListener),
+    Tls(TlsListener),
+}
+
+impl Listening {
+    fn scheme(&self) -> &'static str {
+        match self {
+            Self::Plain(_) => "http",
+            Self::Tls(_) => "https",
+        }
+    }
 }
 
 /// Creates the admin user on first start (no users yet).

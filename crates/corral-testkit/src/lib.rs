@@ -7,6 +7,7 @@
 pub mod fake_provider;
 pub mod gateway;
 mod git_server;
+pub mod ingress;
 pub mod tls;
 
 pub use gateway::Gateway;

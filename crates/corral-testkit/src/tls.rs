@@ -52,6 +52,17 @@ impl TestCa {
         (vec![cert.der().clone()], key)
     }
 
+    /// A server certificate for `hosts` (wildcards allowed) and its key, both PEM.
+    pub fn issue_pem(&self, hosts: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().expect("leaf key");
+        let names = hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        let params = CertificateParams::new(names).expect("leaf params");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("leaf certificate");
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A rustls root store trusting only this CA.
     pub fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();

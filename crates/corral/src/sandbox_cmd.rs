@@ -35,9 +35,13 @@ enum SandboxCommand {
         /// Branch to check out (created when absent).
         #[arg(long, requires = "repo")]
         branch: Option<String>,
-        /// Agent template: shell, opencode or code-server.
-        #[arg(long)]
+        /// Agent template: shell, opencode, code-server or one the gateway's config adds.
+        #[arg(long, conflicts_with = "command")]
         agent: Option<String>,
+        /// A custom command to run instead of a template (run with `sh -c`); give its ports
+        /// with --port, the first is the one its session host reaches.
+        #[arg(long)]
+        command: Option<String>,
         /// A port the sandbox serves (repeatable).
         #[arg(long = "port")]
         ports: Vec<u16>,
@@ -114,9 +118,13 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             repo,
             branch,
             agent,
+            command,
             ports,
         } => {
             let mut body = json!({ "ports": ports });
+            if let Some(command) = command {
+                body["command"] = json!(["sh", "-c", command]);
+            }
             for (key, value) in [
                 ("name", name),
                 ("profile", profile),
@@ -225,7 +233,7 @@ fn print_sandboxes(value: &Value, json_output: bool) -> anyhow::Result<()> {
     }
     table::print(
         &[
-            "id", "name", "state", "profile", "agent", "repo", "branch", "owner",
+            "id", "name", "state", "profile", "agent", "repo", "branch", "owner", "url",
         ],
         &rows,
     );

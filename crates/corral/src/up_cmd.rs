@@ -27,6 +27,17 @@ pub struct UpArgs {
     /// Domain sandbox hosts are named under [default: localhost; env CORRAL_DOMAIN].
     #[arg(long)]
     domain: Option<String>,
+    /// Added to a sandbox id in its session host, `<id><suffix>.<domain>` (e.g. -oc)
+    /// [default: none; env CORRAL_SUFFIX].
+    #[arg(long)]
+    suffix: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM; reloaded when it changes) [env
+    /// CORRAL_TLS_CERT].
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) for --tls-cert [env CORRAL_TLS_KEY].
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Log format on stderr: text or json [default: text; env CORRAL_LOG_FORMAT].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -87,6 +98,19 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("--git-token: {e}"))?,
         // The upload limit: the config file or CORRAL_MAX_UPLOAD.
         max_upload: None,
+        suffix: args.suffix,
+        // Agent templates name commands to run: the config file only.
+        agents: None,
+        tls_cert: args
+            .tls_cert
+            .map(std::path::absolute)
+            .transpose()
+            .context("--tls-cert")?,
+        tls_key: args
+            .tls_key
+            .map(std::path::absolute)
+            .transpose()
+            .context("--tls-key")?,
     };
     let file = args
         .config

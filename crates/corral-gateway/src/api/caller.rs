@@ -100,7 +100,10 @@ impl FromRequestParts<AppState> for Caller {
 
 /// The user a trusted proxy vouches for, created as a plain user on first sight: the proxy
 /// already decided who may sign in.
-pub fn user_for_proxy_email(store: &crate::store::Store, email: &str) -> Result<User, StoreError> {
+pub(crate) fn user_for_proxy_email(
+    store: &crate::store::Store,
+    email: &str,
+) -> Result<User, StoreError> {
     if let Some(user) = store.user_by_email(email)? {
         return Ok(user);
     }

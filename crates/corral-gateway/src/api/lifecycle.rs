@@ -28,7 +28,9 @@ impl From<RuntimeError> for ApiError {
             RuntimeError::NotFound(id) => ApiError::not_found(format!("no sandbox with id {id:?}")),
             RuntimeError::NotRunning(_) => ApiError::conflict(e.to_string()),
             RuntimeError::Exec(_) => ApiError::bad_request(e.to_string()),
-            RuntimeError::UnknownProfile(_) => ApiError::conflict(e.to_string()),
+            RuntimeError::UnknownProfile(_) | RuntimeError::UnknownAgent(_) => {
+                ApiError::conflict(e.to_string())
+            }
             RuntimeError::Clone { .. } => ApiError::clone_failed(e.to_string()),
             RuntimeError::ShuttingDown => ApiError::unavailable(e.to_string()),
             RuntimeError::Store(e) => e.into(),
@@ -47,7 +49,8 @@ pub(super) async fn start(
     Path(id): Path<String>,
 ) -> Result<Json<SandboxView>, ApiError> {
     let sandbox = visible(&state, &caller, id).await?;
-    Ok(Json(state.runtime.start(&sandbox.id).await?.into()))
+    let started = state.runtime.start(&sandbox.id).await?;
+    Ok(Json(SandboxView::new(&state, started)))
 }
 
 /// `POST /api/v1/sandboxes/{id}/stop`: stops the sandbox if it runs (SIGTERM, then SIGKILL
@@ -59,7 +62,8 @@ pub(super) async fn stop(
     Path(id): Path<String>,
 ) -> Result<Json<SandboxView>, ApiError> {
     let sandbox = visible(&state, &caller, id).await?;
-    Ok(Json(state.runtime.stop(&sandbox.id).await?.into()))
+    let stopped = state.runtime.stop(&sandbox.id).await?;
+    Ok(Json(SandboxView::new(&state, stopped)))
 }
 
 /// A command to run in a running sandbox, non-interactively (stdin is empty).

@@ -3,9 +3,10 @@
 
 mod attach;
 mod audit;
-mod caller;
+pub(crate) mod caller;
 mod error;
 mod files;
+mod ingress;
 mod lifecycle;
 mod openapi;
 mod openapi_common;
@@ -25,7 +26,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tracing::Instrument;
 
-pub use caller::user_for_proxy_email;
+pub(crate) use caller::user_for_proxy_email;
 pub use error::ApiError;
 pub use profiles::available as available_profiles;
 
@@ -113,7 +114,10 @@ pub fn router(state: AppState) -> Router {
             "/budgets/{email}",
             get(usage::get_budget).put(usage::set_budget),
         )
-        .route("/sandboxes/{id}/attach", get(attach::attach));
+        .route("/sandboxes/{id}/attach", get(attach::attach))
+        // Ingress: agent templates and session-host tickets.
+        .route("/agents", get(ingress::list_agents))
+        .route("/sandboxes/{id}/ticket", post(ingress::ticket));
     // Uploads are archives, not small JSON documents: their own limit, added after the
     // JSON limit's layers so those do not apply to them.
     let max_upload = state.config.max_upload;

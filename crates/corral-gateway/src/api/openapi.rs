@@ -7,7 +7,9 @@ use utoipa::{Modify, OpenApi};
 
 use super::error::{ErrorBody, ErrorDetail};
 use super::openapi_common::CommonResponses;
-use super::{attach, audit, files, lifecycle, profiles, providers, sandboxes, usage, users};
+use super::{
+    attach, audit, files, ingress, lifecycle, profiles, providers, sandboxes, usage, users,
+};
 use crate::store::Role;
 
 #[derive(OpenApi)]
@@ -40,6 +42,8 @@ use crate::store::Role;
         attach::attach,
         files::download,
         files::upload,
+        ingress::list_agents,
+        ingress::ticket,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth, &CommonResponses)

@@ -16,10 +16,6 @@ use crate::auth::{hex, random_hex};
 use crate::store::{Inserted, NewSandbox, Sandbox};
 use crate::validate;
 
-/// Agent templates a sandbox may name.
-const AGENTS: &[&str] = &["shell", "opencode", "code-server"];
-/// Most ports a sandbox may declare.
-const MAX_PORTS: usize = 16;
 /// Branch a repo session uses when none is given.
 const DEFAULT_BRANCH: &str = "main";
 /// Profile used when none is given (as for `corral run`).
@@ -41,7 +37,12 @@ pub(super) struct SandboxView {
     repo: Option<String>,
     branch: Option<String>,
     agent: String,
+    /// Ports it serves; the first is the one its session host reaches.
     ports: Vec<u16>,
+    /// The custom command it runs (agent `custom`); null for a template.
+    command: Option<Vec<String>>,
+    /// Its session host's base URL (null when it serves no port).
+    url: Option<String>,
     /// `stopped`, `running`, `stopping` or `exited`.
     state: String,
     /// How the last run ended by itself (null while running, after a stop, or if unknown).
@@ -50,9 +51,12 @@ pub(super) struct SandboxView {
     last_activity: String,
 }
 
-impl From<Sandbox> for SandboxView {
-    fn from(s: Sandbox) -> Self {
+impl SandboxView {
+    /// The view of `s` on a gateway whose session hosts `state` describes.
+    pub(super) fn new(state: &AppState, s: Sandbox) -> Self {
         Self {
+            url: super::ingress::session_url(state, &s),
+            command: s.command,
             id: s.id,
             name: s.name,
             owner: s.owner,
@@ -76,9 +80,14 @@ pub(super) struct CreateSandbox {
     profile: Option<String>,
     repo: Option<String>,
     branch: Option<String>,
+    /// Agent template (see `GET /api/v1/agents`; default `shell`).
     agent: Option<String>,
+    /// Ports to serve besides the template's (with `command`: the ports it serves, the first
+    /// reached at the session host).
     #[serde(default)]
     ports: Vec<u16>,
+    /// A custom command instead of a template.
+    command: Option<Vec<String>>,
 }
 
 /// `POST /api/v1/sandboxes`: 201 with a new record, or 200 with the caller's existing repo
@@ -100,14 +109,7 @@ pub(super) async fn create(
             valid.join(", ")
         )));
     }
-    let agent = req.agent.unwrap_or_else(|| "shell".into());
-    if !AGENTS.contains(&agent.as_str()) {
-        return Err(ApiError::bad_request(format!(
-            "unknown agent {agent:?}: valid agents are {}",
-            AGENTS.join(", ")
-        )));
-    }
-    check_ports(&req.ports)?;
+    let chosen = super::ingress::choose_agent(&state, req.agent, req.command, req.ports)?;
     if let Some(name) = &req.name {
         validate::sandbox_name(name).map_err(ApiError::bad_request)?;
     }
@@ -135,32 +137,19 @@ pub(super) async fn create(
         profile,
         repo,
         branch,
-        agent,
-        ports: req.ports,
+        agent: chosen.agent,
+        ports: chosen.ports,
+        command: chosen.command,
     };
     match state.db(move |s| s.insert_sandbox(&new)).await? {
         Inserted::Created(sandbox) => {
             tracing::info!(sandbox = %sandbox.id, "sandbox created");
-            Ok((StatusCode::CREATED, Json(sandbox.into())))
+            Ok((StatusCode::CREATED, Json(SandboxView::new(&state, sandbox))))
         }
-        Inserted::Existing(sandbox) => Ok((StatusCode::OK, Json(sandbox.into()))),
+        Inserted::Existing(sandbox) => {
+            Ok((StatusCode::OK, Json(SandboxView::new(&state, sandbox))))
+        }
     }
-}
-
-fn check_ports(ports: &[u16]) -> Result<(), ApiError> {
-    if ports.len() > MAX_PORTS {
-        return Err(ApiError::bad_request(format!("at most {MAX_PORTS} ports")));
-    }
-    if ports.contains(&0) {
-        return Err(ApiError::bad_request("port 0 is not a port"));
-    }
-    let mut sorted = ports.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != ports.len() {
-        return Err(ApiError::bad_request("ports must not repeat"));
-    }
-    Ok(())
 }
 
 /// `GET /api/v1/sandboxes`: the caller's sandboxes (an admin's: everyone's).
@@ -171,7 +160,12 @@ pub(super) async fn list(
 ) -> Result<Json<Vec<SandboxView>>, ApiError> {
     let owner = (!caller.is_admin()).then_some(caller.0.id);
     let sandboxes = state.db(move |s| s.list_sandboxes(owner)).await?;
-    Ok(Json(sandboxes.into_iter().map(Into::into).collect()))
+    Ok(Json(
+        sandboxes
+            .into_iter()
+            .map(|s| SandboxView::new(&state, s))
+            .collect(),
+    ))
 }
 
 /// The sandbox `id` if the caller may see it; 404 otherwise.
@@ -195,7 +189,8 @@ pub(super) async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxView>, ApiError> {
-    Ok(Json(visible(&state, &caller, id).await?.into()))
+    let sandbox = visible(&state, &caller, id).await?;
+    Ok(Json(SandboxView::new(&state, sandbox)))
 }
 
 /// Query of the delete endpoint.
@@ -234,13 +229,5 @@ mod tests {
         assert_eq!(id, "5a9c329fdedb");
         assert_ne!(id, repo_session_id("b@x", "https://h/r.git", "main"));
         assert_ne!(id, repo_session_id("a@x", "https://h/r.git", "dev"));
-    }
-
-    #[test]
-    fn ports() {
-        assert!(check_ports(&[8080, 4096]).is_ok());
-        assert!(check_ports(&[0]).is_err());
-        assert!(check_ports(&[1, 1]).is_err());
-        assert!(check_ports(&(1..=17).collect::<Vec<_>>()).is_err());
     }
 }

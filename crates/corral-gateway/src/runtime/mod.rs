@@ -18,6 +18,7 @@ mod clone;
 mod exec;
 mod extract;
 mod files;
+mod idle;
 mod logs;
 mod process;
 
@@ -38,6 +39,7 @@ pub use exec::{ExecOutput, MAX_OUTPUT};
 pub use files::{Download, FilesError, SandboxFiles};
 pub use logs::LogCursor;
 
+use crate::agents::AgentTemplate;
 use crate::config::Config;
 use crate::git_tokens::GitTokenSource;
 use crate::store::{ProcessId, Sandbox, Store, StoreError};
@@ -107,6 +109,9 @@ pub enum RuntimeError {
     /// The sandbox's profile is neither built in nor configured (any more).
     #[error("profile {0:?} is not configured on this gateway (any more)")]
     UnknownProfile(String),
+    /// The sandbox's agent template is neither built in nor configured (any more).
+    #[error("agent {0:?} is not configured on this gateway (any more)")]
+    UnknownAgent(String),
     /// The repo session's repo could not be cloned; the sandbox was stopped again.
     #[error("cannot clone {repo}: {output}")]
     Clone {
@@ -171,6 +176,7 @@ pub struct Runtime {
     store: Arc<Store>,
     profiles: BTreeMap<String, PathBuf>,
     data_dir: PathBuf,
+    agents: BTreeMap<String, AgentTemplate>,
     sandboxes_dir: PathBuf,
     ca_dir: PathBuf,
     corral: PathBuf,
@@ -194,6 +200,7 @@ impl Runtime {
             store,
             profiles: config.profiles.clone(),
             data_dir: data_dir.clone(),
+            agents: crate::agents::catalog(&config.agents),
             sandboxes_dir: data_dir.join("sandboxes"),
             ca_dir: data_dir.join("ca"),
             corral,
@@ -249,6 +256,11 @@ impl Runtime {
         let chunk = logs::read_chunk(&self.paths(id).audit(), *offset).await?;
         *offset += chunk.len() as u64;
         Ok(chunk)
+    }
+
+    /// The sandbox's ingress socket, through which the gateway reaches its ports.
+    pub fn ingress_socket(&self, id: &str) -> PathBuf {
+        self.paths(id).ingress()
     }
 
     /// Whether the gateway watches a running process for this sandbox.
@@ -383,6 +395,7 @@ impl Runtime {
             }
             None => return Err(RuntimeError::UnknownProfile(sandbox.profile.clone())),
         };
+        let (agent, agent_env) = self.agent_command(&sandbox)?;
         // A clone a killed gateway left unfinished is redone from scratch; the clone is
         // marked pending before the sandbox starts, so no crash leaves it half done unseen.
         let interrupted = paths.clone_pending().exists();
@@ -420,8 +433,9 @@ impl Runtime {
                 ]
             }))
             .args(inference_args)
+            .args(agent_env)
             .arg("--")
-            .args(agent_command(&sandbox.agent))
+            .args(agent)
             .current_dir(&paths.dir)
             // The gateway's environment may hold its admin token; corral run needs none of it.
             .env_clear()
@@ -712,33 +726,24 @@ impl Runtime {
     }
 }
 
-/// The command a sandbox runs for an agent template.
-fn agent_command(agent: &str) -> Vec<String> {
-    let argv: &[&str] = match agent {
-        "opencode" => &[
-            "opencode",
-            "serve",
-            "--hostname",
-            "127.0.0.1",
-            "--port",
-            "4096",
-        ],
-        "code-server" => &[
-            "code-server",
-            "--auth",
-            "none",
-            "--bind-addr",
-            "127.0.0.1:8080",
-        ],
-        // `shell`: nothing to serve; something that idles until stopped. `wait` (unlike a
-        // foreground sleep) lets the TERM trap run at once.
-        _ => &[
-            "sh",
-            "-c",
-            "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done",
-        ],
-    };
-    argv.iter().map(|s| s.to_string()).collect()
+impl Runtime {
+    /// The command a sandbox runs (its custom command, or its agent template's) and the
+    /// `--env NAME=VALUE` arguments for the template's variables.
+    fn agent_command(&self, sandbox: &Sandbox) -> Result<(Vec<String>, Vec<String>), RuntimeError> {
+        if let Some(command) = &sandbox.command {
+            return Ok((command.clone(), Vec::new()));
+        }
+        let template = self
+            .agents
+            .get(&sandbox.agent)
+            .ok_or_else(|| RuntimeError::UnknownAgent(sandbox.agent.clone()))?;
+        let env = template
+            .env
+            .iter()
+            .flat_map(|(k, v)| ["--env".to_owned(), format!("{k}={v}")])
+            .collect();
+        Ok((template.command.clone(), env))
+    }
 }
 
 /// Creates the sandbox's directories (0700) and opens its log for appending.

@@ -5,6 +5,8 @@
 //! The store is synchronous; the API calls it from a blocking thread. Every method is one
 //! statement or one transaction, so a crash leaves either the old or the new row.
 
+mod activity;
+mod host_credentials;
 mod inference;
 mod sandboxes;
 mod users;
@@ -18,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+pub use host_credentials::{CredentialKind, HostCredential};
 pub use inference::{Budget, Provider, ProviderKind, UsageRow, UsageTotals};
 pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
 pub use users::{Role, TokenInfo, User};
@@ -101,6 +104,18 @@ CREATE TABLE inference_budgets (
     requests_per_day            INTEGER,
     requests_per_month          INTEGER,
     sandbox_requests_per_minute INTEGER
+);
+"#,
+    // Ingress: a sandbox's custom command, and the one-time tickets and session-host cookies
+    // (stored as SHA-256 hashes, like tokens, so several gateways can share them).
+    r#"
+ALTER TABLE sandboxes ADD COLUMN command TEXT;
+CREATE TABLE host_credentials (
+    hash       TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('ticket', 'cookie')),
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    expires    INTEGER NOT NULL
 );
 "#,
 ];

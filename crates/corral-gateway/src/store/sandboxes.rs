@@ -25,6 +25,8 @@ pub struct NewSandbox {
     pub agent: String,
     /// Ports the agent serves.
     pub ports: Vec<u16>,
+    /// The caller's own command (agent `custom`); none for a template.
+    pub command: Option<Vec<String>>,
 }
 
 /// A recorded sandbox.
@@ -58,6 +60,8 @@ pub struct Sandbox {
     pub created: i64,
     /// Unix seconds of the last request that touched it.
     pub last_activity: i64,
+    /// The caller's own command (agent `custom`); none for a template.
+    pub command: Option<Vec<String>>,
 }
 
 /// A process, named so that a reused pid is not mistaken for it: its pid and its start time
@@ -81,7 +85,7 @@ pub enum Inserted {
 
 const SELECT: &str = "SELECT s.id, s.owner_id, u.email, s.name, s.profile, s.repo, s.branch, \
                       s.agent, s.ports, s.state, s.created, s.last_activity, s.pid, s.start_time, \
-                      s.exit_code \
+                      s.exit_code, s.command \
                       FROM sandboxes s JOIN users u ON u.id = s.owner_id";
 
 fn sandbox_from_row(row: &Row<'_>) -> rusqlite::Result<Sandbox> {
@@ -111,6 +115,10 @@ fn sandbox_from_row(row: &Row<'_>) -> rusqlite::Result<Sandbox> {
             _ => None,
         },
         exit_code: row.get(14)?,
+        // Written by `insert_sandbox` from a Vec<String>, so it always parses.
+        command: row
+            .get::<_, Option<String>>(15)?
+            .and_then(|c| serde_json::from_str(&c).ok()),
     })
 }
 
@@ -137,10 +145,14 @@ impl Store {
         }
         let created = now();
         let ports = serde_json::to_string(&new.ports).unwrap_or_else(|_| "[]".into());
+        let command = new
+            .command
+            .as_ref()
+            .map(|c| serde_json::to_string(c).unwrap_or_else(|_| "[]".into()));
         tx.execute(
             "INSERT INTO sandboxes (id, owner_id, name, profile, repo, branch, agent, ports, \
-             state, created, last_activity) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'stopped', ?9, ?9)",
+             state, created, last_activity, command) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'stopped', ?9, ?9, ?10)",
             params![
                 new.id,
                 new.owner_id,
@@ -150,7 +162,8 @@ impl Store {
                 new.branch,
                 new.agent,
                 ports,
-                created
+                created,
+                command
             ],
         )
         .map_err(|e| {
@@ -269,6 +282,7 @@ mod tests {
             branch: repo.map(|_| "main".into()),
             agent: "shell".into(),
             ports: vec![8080],
+            command: None,
         }
     }
 

@@ -1,0 +1,334 @@
+//! Forwarding one request to a sandbox's port and its response back, streaming both bodies
+//! frame by frame (no buffering, no timeout on a quiet stream), and handing an upgraded
+//! connection (WebSocket) over to a byte pipe once the server answers 101.
+//!
+//! Headers: hop-by-hop headers (RFC 9110 §7.6.1, plus any the Connection header names) are
+//! dropped in both directions, except the Upgrade/Connection pair of an upgrade; the
+//! gateway's own credentials (its session-host cookie, and a corral token it authenticated
+//! with) never reach the sandbox; X-Forwarded-For/Proto/Host carry what the client sent, so
+//! an upstream Origin check (code-server's) sees the public host.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::request::Parts;
+use axum::http::{Request, Response, StatusCode, Uri, Version};
+use hyper::client::conn::http1::SendRequest;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::activity::{Meter, Metered};
+use super::reply;
+use super::tickets::COOKIE;
+use super::upstream::Upstream;
+
+/// Headers that describe one hop, never forwarded as they are.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Where a request goes: a connection to the sandbox's port, and how to make another.
+pub struct Destination<'a> {
+    /// A connection (kept or new) to the port.
+    pub sender: SendRequest<Body>,
+    /// The sandbox's ingress socket.
+    pub socket: &'a Path,
+    /// The port in the sandbox.
+    pub port: u16,
+}
+
+/// What the request is and how the client reached the gateway.
+pub struct Hop {
+    /// The client's address.
+    pub peer: IpAddr,
+    /// Whether the client is a trusted proxy (whose X-Forwarded-* are kept and extended).
+    pub trusted_peer: bool,
+    /// The Host the client asked for.
+    pub host: String,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// Whether the request's Authorization header was corral's own (then it is removed).
+    pub strip_authorization: bool,
+}
+
+/// Sends `parts` + `body` (with the path already stripped of any `/s/` prefix) on `sender`
+/// and returns the sandbox's response, streamed. `sender` goes back to `upstream` when the
+/// response has been read. A kept connection the server closed meanwhile is replaced by a new
+/// one through `socket` (the request had not been sent on it).
+pub async fn forward(
+    upstream: &Upstream,
+    destination: Destination<'_>,
+    mut parts: Parts,
+    body: Body,
+    hop: Hop,
+    meter: Meter,
+) -> Response<Body> {
+    let Destination {
+        mut sender,
+        socket,
+        port,
+    } = destination;
+    let upgrade = upgrade_protocol(&parts.headers);
+    let client_upgrade = upgrade
+        .is_some()
+        .then(|| parts.extensions.remove::<OnUpgrade>())
+        .flatten();
+    rewrite_request_headers(&mut parts.headers, &hop, upgrade.as_ref());
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+    parts.version = Version::HTTP_11;
+    parts.extensions = Default::default();
+    let request = Request::from_parts(parts, Body::new(Metered::new(body, meter.clone())));
+    let mut sent = sender.try_send_request(request).await;
+    if let Err(e) = &mut sent
+        && let Some(request) = e.take_message()
+    {
+        match upstream.fresh(socket, port).await {
+            Ok(fresh) => {
+                sender = fresh;
+                sent = sender.try_send_request(request).await;
+            }
+            Err(e) => {
+                tracing::info!(sandbox = %meter.id, port, error = %e, "sandbox port unreachable");
+            }
+        }
+    }
+    let mut response = match sent.map_err(|e| e.into_error()) {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::info!(sandbox = %meter.id, port, error = %e, "sandbox server failed the request");
+            return reply::error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!(
+                    "the sandbox's server on port {port} closed the connection without an \
+                     answer: see the sandbox's logs"
+                ),
+            );
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client) = client_upgrade
+    {
+        let server = hyper::upgrade::on(&mut response);
+        tokio::spawn(pipe(client, server, meter));
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, Body::empty());
+    }
+    let (mut parts, incoming) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let give_back = upstream.returner(&meter.id, port, sender);
+    Response::from_parts(
+        parts,
+        Body::new(Metered::with_end(incoming, meter, give_back)),
+    )
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// The header names the Connection header lists.
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers and those the Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<String> = connection_tokens(headers).collect();
+    for name in named {
+        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn rewrite_request_headers(headers: &mut HeaderMap, hop: &Hop, upgrade: Option<&HeaderValue>) {
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol.clone());
+    }
+    remove_cookie(headers, COOKIE);
+    if hop.strip_authorization {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let forwarded_for = HeaderName::from_static("x-forwarded-for");
+    let forwarded_proto = HeaderName::from_static("x-forwarded-proto");
+    let forwarded_host = HeaderName::from_static("x-forwarded-host");
+    let peer = hop.peer.to_string();
+    let prior = headers
+        .get(&forwarded_for)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| hop.trusted_peer)
+        .map(str::to_owned);
+    let chain = match prior {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer,
+    };
+    set(headers, forwarded_for, &chain);
+    if !(hop.trusted_peer && headers.contains_key(&forwarded_proto)) {
+        set(headers, forwarded_proto, hop.scheme);
+    }
+    if !(hop.trusted_peer && headers.contains_key(&forwarded_host)) {
+        set(headers, forwarded_host, &hop.host);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// Removes the cookie `name` from every Cookie header, keeping the others.
+fn remove_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(name))
+        .map(str::to_owned)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        set(headers, header::COOKIE, &kept.join("; "));
+    }
+}
+
+/// Carries an upgraded connection's bytes both ways until both sides end, counting them.
+async fn pipe(client: OnUpgrade, server: OnUpgrade, meter: Meter) {
+    let (client, server) = match tokio::try_join!(client, server) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let _open = meter.metrics.websocket_opened();
+    let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
+    let (server_read, server_write) = tokio::io::split(TokioIo::new(server));
+    let meter = Arc::new(meter);
+    tokio::join!(
+        copy(client_read, server_write, meter.clone()),
+        copy(server_read, client_write, meter),
+    );
+}
+
+/// Copies until end of stream (then shuts the writer down), counting each chunk.
+async fn copy(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    meter: Arc<Meter>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                meter.count(n);
+                if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = to.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_corral_credentials_do_not_reach_the_sandbox() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("cookie", "a=1; corral_host=secret; b=2"),
+            ("authorization", "Bearer corral_x"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+            ("accept", "text/html"),
+        ] {
+            headers.append(k, HeaderValue::from_static(v));
+        }
+        let hop = Hop {
+            peer: "10.0.0.9".parse().unwrap(),
+            trusted_peer: false,
+            host: "abc.localhost:7070".into(),
+            scheme: "http",
+            strip_authorization: true,
+        };
+        rewrite_request_headers(&mut headers, &hop, None);
+        for gone in [
+            "connection",
+            "x-secret",
+            "keep-alive",
+            "te",
+            "authorization",
+        ] {
+            assert!(!headers.contains_key(gone), "{gone}");
+        }
+        assert_eq!(headers["cookie"], "a=1; b=2");
+        assert_eq!(
+            headers["x-forwarded-for"], "10.0.0.9",
+            "untrusted chain dropped"
+        );
+        assert_eq!(headers["x-forwarded-host"], "abc.localhost:7070");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["accept"], "text/html");
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_pair_and_a_trusted_chain_grows() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("Upgrade"));
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let protocol = upgrade_protocol(&headers);
+        assert_eq!(protocol.as_ref().unwrap(), "websocket");
+        let hop = Hop {
+            peer: "10.0.0.9".parse().unwrap(),
+            trusted_peer: true,
+            host: "abc.localhost".into(),
+            scheme: "https",
+            strip_authorization: false,
+        };
+        rewrite_request_headers(&mut headers, &hop, protocol.as_ref());
+        assert_eq!(headers["connection"], "upgrade");
+        assert_eq!(headers["upgrade"], "websocket");
+        assert_eq!(headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+    }
+}

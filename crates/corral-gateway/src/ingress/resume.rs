@@ -1,0 +1,188 @@
+//! Reaching a sandbox's port, starting the sandbox first if it is stopped ("resume"). The
+//! start runs on its own task, so it goes on even if the client gives up; the request is
+//! held until the port accepts, at most [`RESUME_LIMIT`] (a browser, which gets a page that
+//! reloads itself, at most [`BROWSER_HOLD`]). Three outcomes are told apart: still starting
+//! (503, retry), failed to start (502, see the logs), and — decided before this — not
+//! allowed (404).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Response, StatusCode};
+use hyper::client::conn::http1::SendRequest;
+
+use super::upstream::UpstreamError;
+use super::{Ingress, reply};
+use crate::runtime::RUNNING;
+
+/// Longest a request is held while its sandbox starts.
+const RESUME_LIMIT: Duration = Duration::from_secs(60);
+/// Longest a browser's page load is held before it gets the "starting" page instead.
+const BROWSER_HOLD: Duration = Duration::from_secs(5);
+/// Pause between probes of a port that does not accept yet.
+const PROBE_PAUSE: Duration = Duration::from_millis(25);
+
+/// A sandbox started on resume whose port has not accepted yet.
+#[derive(Clone, Copy)]
+struct Start {
+    /// When the first request found it stopped.
+    began: Instant,
+    /// Whether `Runtime::start` has returned (with the sandbox running).
+    returned: bool,
+}
+
+/// Sandboxes started on resume whose port has not accepted yet.
+#[derive(Default)]
+pub struct Warming(Mutex<HashMap<String, Start>>);
+
+impl Warming {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Start>> {
+        // Plain inserts and removals: a panic cannot leave the map torn.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<Start> {
+        self.lock().get(id).copied()
+    }
+
+    /// Records a new start; false if one is already under way.
+    fn begin(&self, id: &str) -> bool {
+        let mut starts = self.lock();
+        if starts.contains_key(id) {
+            return false;
+        }
+        starts.insert(
+            id.to_owned(),
+            Start {
+                began: Instant::now(),
+                returned: false,
+            },
+        );
+        true
+    }
+
+    fn returned(&self, id: &str) {
+        if let Some(start) = self.lock().get_mut(id) {
+            start.returned = true;
+        }
+    }
+
+    fn end(&self, id: &str) -> Option<Start> {
+        self.lock().remove(id)
+    }
+}
+
+/// A connection to `port` of sandbox `id`, starting the sandbox if it is stopped. `html`:
+/// the client is a browser (it gets the "starting" page sooner).
+pub async fn connection(
+    ingress: &Arc<Ingress>,
+    id: &str,
+    port: u16,
+    html: bool,
+) -> Result<SendRequest<Body>, Response<Body>> {
+    let socket = ingress.runtime.ingress_socket(id);
+    if ingress.warming.get(id).is_none() && ingress.runtime.is_running(id) {
+        return ingress
+            .upstream
+            .connection(&socket, id, port)
+            .await
+            .map_err(|e| unreachable(port, &e));
+    }
+    if ingress.warming.begin(id) {
+        start_in_background(ingress, id);
+    }
+    let hold = if html { BROWSER_HOLD } else { RESUME_LIMIT };
+    let waited = tokio::time::timeout(hold, wait_for_port(ingress, id, port)).await;
+    match waited {
+        Ok(Ok(sender)) => {
+            if let Some(start) = ingress.warming.end(id) {
+                let took = start.began.elapsed();
+                ingress.metrics.resumed(took.as_secs_f64());
+                tracing::info!(sandbox = %id, ms = took.as_millis() as u64, "resumed");
+            }
+            Ok(sender)
+        }
+        Ok(Err(failure)) => {
+            ingress.warming.end(id);
+            Err(failure)
+        }
+        Err(_)
+            if ingress
+                .warming
+                .get(id)
+                .is_none_or(|s| s.began.elapsed() >= RESUME_LIMIT) =>
+        {
+            ingress.warming.end(id);
+            Err(reply::error(
+                StatusCode::BAD_GATEWAY,
+                "start_failed",
+                format!(
+                    "the sandbox started but nothing accepted connections on port {port} \
+                     within {}s: see the sandbox's logs",
+                    RESUME_LIMIT.as_secs()
+                ),
+            ))
+        }
+        Err(_) => Err(reply::starting(html, Duration::from_secs(1))),
+    }
+}
+
+fn start_in_background(ingress: &Arc<Ingress>, id: &str) {
+    ingress.metrics.resume_started();
+    let (ingress, id) = (ingress.clone(), id.to_owned());
+    tokio::spawn(async move {
+        tracing::info!(sandbox = %id, "request to a stopped sandbox: starting it");
+        match ingress.runtime.start(&id).await {
+            Ok(sandbox) if sandbox.state == RUNNING => ingress.warming.returned(&id),
+            Ok(sandbox) => {
+                tracing::warn!(sandbox = %id, state = %sandbox.state, "resume: the sandbox did not stay up");
+                ingress.warming.end(&id);
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "resume: cannot start the sandbox");
+                ingress.warming.end(&id);
+            }
+        }
+    });
+}
+
+/// Probes until the port accepts; fails once the sandbox is known not to be running.
+async fn wait_for_port(
+    ingress: &Ingress,
+    id: &str,
+    port: u16,
+) -> Result<SendRequest<Body>, Response<Body>> {
+    let socket = ingress.runtime.ingress_socket(id);
+    let failed = || {
+        reply::error(
+            StatusCode::BAD_GATEWAY,
+            "start_failed",
+            format!("the sandbox {id:?} failed to start or stopped: see its logs"),
+        )
+    };
+    loop {
+        // A request waiting for the sandbox is use: the reaper must not stop it meanwhile.
+        ingress.activity.touch(id);
+        let start = ingress.warming.get(id);
+        if ingress.runtime.is_running(id) {
+            if let Ok(sender) = ingress.upstream.probe(&socket, port).await {
+                return Ok(sender);
+            }
+        } else if start.is_none_or(|s| s.returned) {
+            // The start failed (the log says why), or the sandbox started and ended.
+            return Err(failed());
+        }
+        tokio::time::sleep(PROBE_PAUSE).await;
+    }
+}
+
+fn unreachable(port: u16, e: &UpstreamError) -> Response<Body> {
+    tracing::info!(port, error = %e, "sandbox port unreachable");
+    reply::error(
+        StatusCode::BAD_GATEWAY,
+        "upstream_unavailable",
+        format!("the sandbox runs but cannot be reached on port {port}: is its server up? ({e})"),
+    )
+}
