@@ -8,6 +8,7 @@ pub mod fake_provider;
 pub mod gateway;
 mod git_server;
 pub mod ingress;
+pub mod opencode;
 pub mod tls;
 
 pub use gateway::Gateway;

@@ -449,24 +449,11 @@ fn the_budget_cuts_off_at_its_limit_and_a_placeholder_works_only_in_its_own_sand
     assert_eq!(setup.fake.seen().len(), 4);
 }
 
-/// The real opencode (npm `opencode-ai`, installed into target/npm by scripts/test).
-fn opencode() -> std::path::PathBuf {
-    let bin =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/npm/node_modules/.bin/opencode");
-    bin.canonicalize().unwrap_or_else(|_| {
-        panic!(
-            "{} is missing: run scripts/test, or npm install --prefix target/npm opencode-ai@1.18.33",
-            bin.display()
-        )
-    })
-}
-
 #[test]
 fn a_real_opencode_in_a_sandbox_completes_a_prompt_through_corral_with_no_set_up() {
-    let opencode = opencode();
     let setup = Setup::new();
     let carol = add_user(&setup.gw, &setup.admin, "carol@example.com");
-    // `full` reads the host read-only, so the opencode under target/ can run in it.
+    // `full` runs anything readable: the opencode placed in the workspace.
     let (status, body) = post(
         &setup.gw.api("/sandboxes"),
         &carol,
@@ -477,13 +464,21 @@ fn a_real_opencode_in_a_sandbox_completes_a_prompt_through_corral_with_no_set_up
     let url = setup.gw.api(&format!("/sandboxes/{id}/start"));
     let (status, body) = call("POST", &url, Some(&carol), &[], None);
     assert_eq!(status, 200, "{body}");
+    corral_testkit::opencode::place_in_workspace(
+        &setup
+            .root
+            .path()
+            .join("data/sandboxes")
+            .join(&id)
+            .join("workspace"),
+    );
     // Nothing configured by hand: the sandbox's environment is all opencode gets.
     let out = setup.exec(
         &carol,
         &id,
         &format!(
             "cd /workspace && OPENCODE_DISABLE_MODELS_FETCH=1 {} run --model anthropic/claude-sonnet-4-5 'say hi' 2>&1",
-            opencode.display()
+            corral_testkit::opencode::IN_SANDBOX
         ),
     );
     assert!(out.contains(REPLY), "{out}");

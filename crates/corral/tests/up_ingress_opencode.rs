@@ -5,7 +5,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use corral_testkit::Gateway;
@@ -15,20 +15,8 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
-fn opencode() -> PathBuf {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/npm/node_modules/.bin/opencode");
-    assert!(
-        path.exists(),
-        "{} is missing: scripts/test installs it (npm install --prefix target/npm opencode-ai@VERSION)",
-        path.display()
-    );
-    path.canonicalize().unwrap()
-}
-
 #[test]
 fn opencode_serve_answers_and_streams_events_through_its_session_host() {
-    let opencode = opencode();
     let root = tempfile::tempdir().unwrap();
     // Like the built-in template, with opencode's own binary and its update checks off.
     let config = root.path().join("gateway.toml");
@@ -38,7 +26,7 @@ fn opencode_serve_answers_and_streams_events_through_its_session_host() {
             "[agents.opencode-local]\ncommand = [{:?}, \"serve\", \"--hostname\", \"127.0.0.1\", \
              \"--port\", \"4096\"]\nports = [4096]\n\
              env = {{ OPENCODE_DISABLE_AUTOUPDATE = \"1\", OPENCODE_DISABLE_MODELS_FETCH = \"1\" }}\n",
-            opencode.display().to_string()
+            corral_testkit::opencode::IN_SANDBOX
         ),
     )
     .unwrap();
@@ -57,6 +45,13 @@ fn opencode_serve_answers_and_streams_events_through_its_session_host() {
     );
     assert_eq!(status, 201, "{sandbox}");
     let id = sandbox["id"].as_str().unwrap();
+    corral_testkit::opencode::place_in_workspace(
+        &root
+            .path()
+            .join("data/sandboxes")
+            .join(id)
+            .join("workspace"),
+    );
     let url = sandbox["url"].as_str().unwrap().to_owned();
     let host = url.trim_start_matches("http://").to_owned();
 
