@@ -277,3 +277,58 @@ fn a_revoked_token_stops_working_and_only_its_owner_can_revoke_it() {
         .collect();
     assert_eq!(emails, [json!("admin@localhost"), json!("hal@example.com")]);
 }
+
+/// The page's sign-in form as a browser submits it: its double-submit cookie and field, then
+/// the email and `secret`. Returns the status and the session cookie, if one was set.
+fn sign_in_on_the_page(gw: &Gateway, email: &str, secret: &str) -> (u16, Option<String>) {
+    let base = gw.api("").trim_end_matches("/api/v1").to_owned();
+    let form = ureq::get(&format!("{base}/login")).call().unwrap();
+    let login_cookie = form
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("corral_login="))
+        .expect("sign-in cookie")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = form.into_string().unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("csrf field")
+        .to_owned();
+    let agent = ureq::AgentBuilder::new().redirects(0).build();
+    let response = match agent
+        .post(&format!("{base}/login"))
+        .set("Cookie", &login_cookie)
+        .send_form(&[("csrf", &csrf), ("email", email), ("password", secret)])
+    {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{e}"),
+    };
+    let session = response
+        .all("set-cookie")
+        .into_iter()
+        .find(|c| c.starts_with("corral_session="))
+        .map(str::to_owned);
+    (response.status(), session)
+}
+
+#[test]
+fn the_first_admin_signs_in_on_the_page_with_the_printed_token() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let admin = gw.printed_token.clone().unwrap();
+    let (status, session) = sign_in_on_the_page(&gw, "admin@localhost", &admin);
+    assert_eq!(status, 303, "{session:?}");
+    assert!(session.is_some());
+    // Someone else's token, or a made-up one, does not.
+    let bob = add_user(&gw, &admin, "bob@example.com");
+    for wrong in [bob.as_str(), "corral_0000"] {
+        let (status, session) = sign_in_on_the_page(&gw, "admin@localhost", wrong);
+        assert_eq!((status, session), (401, None));
+    }
+}

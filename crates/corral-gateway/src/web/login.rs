@@ -1,4 +1,4 @@
-//! Signing in with a password and signing out. The sign-in form carries a double-submit
+//! Signing in with a password (or one of the user's API tokens) and signing out. The sign-in form carries a double-submit
 //! token (the same random value in a cookie of its own and in the form) so another site
 //! cannot sign a browser in to an account of its choosing.
 
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::session::{self, LOGIN_COOKIE, Viewer, set_cookie, tokens_match};
 use super::{error_page, html, layout};
 use crate::api::{ApiError, AppState};
-use crate::auth::{random_hex, verify_password};
+use crate::auth::{random_hex, token_hash, verify_password};
 
 /// Longest password tried (argon2 takes anything; this bounds the work per request).
 const MAX_PASSWORD_LEN: usize = 1024;
@@ -49,7 +49,7 @@ fn fresh_form(status: StatusCode, email: &str, error: Option<&str>) -> Response 
             form method="post" action="/login" {
                 input type="hidden" name="csrf" value=(token);
                 label { "Email" input #email name="email" type="email" autocomplete="username" required autofocus value=(email); }
-                label { "Password" input #password name="password" type="password" autocomplete="current-password" required; }
+                label { "Password or API token" input #password name="password" type="password" autocomplete="current-password" required; }
                 button.primary type="submit" { "Sign in" }
             }
             p.hint { "No password? Ask your corral admin for one, or sign in through your organisation's login if it is set up." }
@@ -96,10 +96,22 @@ pub(super) async fn submit(
     };
     let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = form.password;
+    // An API token of this user signs in too: the first admin has only the token `corral up`
+    // printed. Tokens are 256-bit random values, so this adds nothing to guess.
+    let by_token = {
+        let hash = token_hash(&password);
+        match state.db(move |s| s.user_by_token_hash(&hash)).await {
+            Ok(owner) => owner,
+            Err(e) => return e.into_response(),
+        }
+    };
+    let token_matches =
+        matches!((&by_token, &user), (Some(owner), Some(user)) if owner.id == user.id);
     // argon2 takes tens of milliseconds: keep it off the async threads.
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, phc.as_deref()))
-        .await
-        .unwrap_or(false);
+    let ok = token_matches
+        || tokio::task::spawn_blocking(move || verify_password(&password, phc.as_deref()))
+            .await
+            .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
         return wrong(&email);
     };
