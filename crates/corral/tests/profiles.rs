@@ -5,6 +5,15 @@ use std::process::Command;
 
 use corral_testkit::{Caller, Corral, OutputExt, TestDir};
 
+/// Held by every test here: one of them adds and removes a home under /home, and a sandbox
+/// that binds the whole host (`full`) fails to start when a home vanishes while it is built
+/// (noted for a fix in corral; here the tests just take turns).
+static HOMES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn homes_unchanged() -> std::sync::MutexGuard<'static, ()> {
+    HOMES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn corral(caller: Caller) -> Corral {
     Corral::new(env!("CARGO_BIN_EXE_corral"), caller)
 }
@@ -23,6 +32,7 @@ fn run_sh(
 
 #[test]
 fn restricted_shows_no_home_directories_and_no_root() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         let out = run_sh(
@@ -56,6 +66,7 @@ fn restricted_shows_no_home_directories_and_no_root() {
 
 #[test]
 fn credentials_are_hidden_in_every_profile() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         ws.write(caller, ".ssh/id_ed25519", "PRIVATE-KEY-MATERIAL");
@@ -97,6 +108,7 @@ fn credentials_are_hidden_in_every_profile() {
 
 #[test]
 fn moderate_reads_toolchains_in_the_callers_home_but_restricted_does_not() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let home = TestDir::new(caller);
         home.write(
@@ -131,6 +143,7 @@ fn moderate_reads_toolchains_in_the_callers_home_but_restricted_does_not() {
 
 #[test]
 fn full_reads_the_whole_host_but_writes_only_the_workspace_tmp_and_home() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         let out = run_sh(
@@ -167,6 +180,7 @@ fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn files_that_run_code_on_the_host_stay_read_only_while_git_commits() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         assert!(git(ws.path(), &["init", "-q"]).status.success());
@@ -216,6 +230,7 @@ fn files_that_run_code_on_the_host_stay_read_only_while_git_commits() {
 
 #[test]
 fn read_and_write_add_paths_for_one_run() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         let extra_read = TestDir::new(caller);
@@ -258,6 +273,7 @@ fn read_and_write_add_paths_for_one_run() {
 
 #[test]
 fn host_tmp_is_not_the_sandbox_tmp() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let ws = TestDir::new(caller);
         let marker = ws.write(caller, "marker", "x");
@@ -287,6 +303,7 @@ fn host_tmp_is_not_the_sandbox_tmp() {
 
 #[test]
 fn corrals_own_state_and_named_paths_are_hidden_even_in_full() {
+    let _homes = homes_unchanged();
     for caller in Caller::all() {
         let home = TestDir::new(caller);
         let state = [
@@ -332,6 +349,7 @@ fn corrals_own_state_and_named_paths_are_hidden_even_in_full() {
 
 #[test]
 fn home_secrets_are_hidden_in_every_home_when_home_is_unset() {
+    let _homes = homes_unchanged();
     if !corral_testkit::is_root() {
         eprintln!("skipped: needs root to make a home under /home");
         return;
