@@ -3,7 +3,6 @@
 
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
@@ -82,7 +81,7 @@ pub fn user(args: UserArgs) -> anyhow::Result<ExitCode> {
         }
         UserCommand::List => {
             let users = client.get("/api/v1/users")?;
-            print_rows(&users, &["email", "role", "created"], args.json)?;
+            table::print_list(&users, &["email", "role", "created"], args.json)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -141,7 +140,7 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         }
         TokenCommand::List => {
             let tokens = client.get("/api/v1/tokens")?;
-            print_rows(&tokens, &["id", "name", "created"], args.json)?;
+            table::print_list(&tokens, &["id", "name", "created"], args.json)?;
         }
         TokenCommand::Revoke { id } => {
             client.delete(&format!("/api/v1/tokens/{id}"))?;
@@ -149,16 +148,4 @@ pub fn token(args: TokenArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_rows(value: &Value, columns: &[&str], json_output: bool) -> anyhow::Result<()> {
-    if json_output {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        return Ok(());
-    }
-    let rows = value
-        .as_array()
-        .context("the gateway's answer is not a list")?;
-    table::print(columns, &rows.iter().collect::<Vec<_>>());
-    Ok(())
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::client::Client;
 use crate::table;
@@ -101,7 +101,7 @@ pub fn provider(args: ProviderArgs) -> anyhow::Result<ExitCode> {
         }
         ProviderCommand::List => {
             let providers = client.get("/api/v1/providers")?;
-            print_rows(
+            table::print_list(
                 &providers,
                 &["name", "kind", "base_url", "allow_private", "aliases"],
                 args.json,
@@ -140,7 +140,7 @@ pub struct UsageArgs {
 pub fn usage(args: UsageArgs) -> anyhow::Result<ExitCode> {
     let client = Client::from_environment()?;
     let rows = client.get("/api/v1/usage")?;
-    print_rows(
+    table::print_list(
         &rows,
         &[
             "day",
@@ -216,16 +216,4 @@ pub fn budget(args: BudgetArgs) -> anyhow::Result<ExitCode> {
     };
     println!("{}", serde_json::to_string_pretty(&budget)?);
     Ok(ExitCode::SUCCESS)
-}
-
-fn print_rows(value: &Value, columns: &[&str], json_output: bool) -> anyhow::Result<()> {
-    if json_output {
-        println!("{}", serde_json::to_string_pretty(value)?);
-        return Ok(());
-    }
-    let rows = value
-        .as_array()
-        .context("the gateway's answer is not a list")?;
-    table::print(columns, &rows.iter().collect::<Vec<_>>());
-    Ok(())
 }

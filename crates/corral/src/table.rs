@@ -1,7 +1,22 @@
 //! Plain-text tables for the gateway commands' human output: a header of upper-case column
 //! names, columns padded to their widest cell.
 
+use anyhow::Context;
 use serde_json::Value;
+
+/// Prints the gateway's list answer `value` as pretty JSON (for scripts) or as a table of
+/// `columns` (for people).
+pub fn print_list(value: &Value, columns: &[&str], json_output: bool) -> anyhow::Result<()> {
+    if json_output {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        return Ok(());
+    }
+    let rows = value
+        .as_array()
+        .context("the gateway's answer is not a list")?;
+    print(columns, &rows.iter().collect::<Vec<_>>());
+    Ok(())
+}
 
 /// A JSON value as a table cell: strings bare, nothing as `-`, lists joined with commas.
 pub fn cell(value: &Value) -> String {
