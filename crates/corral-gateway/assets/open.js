@@ -11,6 +11,7 @@
   const id = encodeURIComponent(root.dataset.sandbox);
   const agent = root.dataset.agent;
   const hasRepo = root.dataset.repo !== undefined;
+  const progress = document.getElementById('open-progress');
   const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
   const step = (name, status) => {
     const el = document.getElementById(`step-${name}`);
@@ -44,6 +45,8 @@
         step('start', 'done');
         step('clone', 'active');
       }
+      // What the start is doing right now (git's clone progress, for a repo session).
+      if (r.ok && !done.value) progress.textContent = r.body.progress || '';
       await sleep(500);
     }
   }
@@ -54,6 +57,7 @@
     watchStart(done);
     const started = await api('POST', `/api/v1/sandboxes/${id}/start`);
     done.value = true;
+    progress.textContent = '';
     if (!started.ok) {
       const cloneFailed = started.body && started.body.error && started.body.error.code === 'clone_failed';
       if (cloneFailed) {

@@ -20,22 +20,30 @@ pub fn is_email(text: &str) -> bool {
     }
 }
 
-/// A sandbox name must be a DNS label, since it may become part of a host name.
+/// A sandbox name must be a DNS label, since it becomes the sandbox's id and the first label
+/// of its session host. It must not end in `-<digits>` either: `<id>-<port>` is how a session
+/// host names another port of a sandbox, so `web-3000` would read as port 3000 of `web`.
 pub fn sandbox_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
+    let label = !name.is_empty()
         && name.len() <= 63
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !name.starts_with('-')
         && !name.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
+    if !label {
+        return Err(format!(
             "invalid sandbox name {name:?}: use 1 to 63 lowercase letters, digits and '-', \
              not starting or ending with '-'"
-        ))
+        ));
+    }
+    match name.rsplit_once('-') {
+        Some((sandbox, port)) if port.bytes().all(|b| b.is_ascii_digit()) => Err(format!(
+            "invalid sandbox name {name:?}: a name ending in '-{port}' would read as port \
+             {port} of sandbox {sandbox:?} in a session host; end it with a letter (e.g. \
+             {sandbox}-v{port})"
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -84,12 +92,25 @@ mod tests {
 
     #[test]
     fn names() {
-        for good in ["a", "dev", "my-box-2", &"x".repeat(63)] {
+        for good in [
+            "a",
+            "dev",
+            "my-box-v2",
+            "2048",
+            "web-3000x",
+            &"x".repeat(63),
+        ] {
             assert!(sandbox_name(good).is_ok(), "{good}");
         }
         for bad in ["", "-a", "a-", "Dev", "a_b", "a.b", &"x".repeat(64), "ü"] {
             assert!(sandbox_name(bad).is_err(), "{bad}");
         }
+        // `<id>-<port>` names another port of sandbox `<id>` in a session host.
+        let port_like = sandbox_name("web-3000").unwrap_err();
+        assert!(
+            port_like.contains("port 3000 of sandbox \"web\""),
+            "{port_like}"
+        );
     }
 
     #[test]

@@ -1,7 +1,11 @@
 //! `corral sandbox ...`: the gateway's sandboxes from the command line. Tables for people,
-//! `--json` for scripts; a sandbox is named by its id or its name.
+//! `--json` for scripts; a sandbox is named by its id or its name. `start` shows on stderr
+//! what the start is doing (a repo session's first start: git's clone progress).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -142,7 +146,7 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         SandboxCommand::Get { sandbox } => show(&resolve(&client, &sandbox)?)?,
         SandboxCommand::Start { sandbox } => {
             let id = id_of(&resolve(&client, &sandbox)?)?;
-            show(&client.post(&format!("/api/v1/sandboxes/{id}/start"), &json!({}))?)?;
+            show(&start_showing_progress(&client, &id)?)?;
         }
         SandboxCommand::Stop { sandbox } => {
             let id = id_of(&resolve(&client, &sandbox)?)?;
@@ -182,6 +186,62 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often a start's progress is asked for.
+const PROGRESS_POLL: Duration = Duration::from_millis(250);
+
+/// Starts sandbox `id`, showing on stderr what the start is doing while the gateway works on
+/// it: starting, then for a repo session's first start git's clone progress.
+fn start_showing_progress(client: &Client, id: &str) -> anyhow::Result<Value> {
+    let (finished, done) = mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        let watcher = scope.spawn(move || show_progress(client, id, &done));
+        let started = client.post(&format!("/api/v1/sandboxes/{id}/start"), &json!({}));
+        drop(finished);
+        let _ = watcher.join();
+        started
+    })
+}
+
+/// Prints the sandbox's `progress` whenever it changes, until `done` hangs up: redrawn in
+/// place on a terminal, else one line per step (a percentage counting up is one step).
+fn show_progress(client: &Client, id: &str, done: &mpsc::Receiver<()>) {
+    let terminal = std::io::stderr().is_terminal();
+    let mut shown: Option<String> = None;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = done.recv_timeout(PROGRESS_POLL) {
+        let Ok(sandbox) = client.get(&format!("/api/v1/sandboxes/{id}")) else {
+            continue;
+        };
+        let Some(step) = sandbox["progress"].as_str() else {
+            continue;
+        };
+        let same = |shown: &str| match terminal {
+            true => shown == step,
+            false => progress_phase(shown) == progress_phase(step),
+        };
+        if shown.as_deref().is_some_and(same) {
+            continue;
+        }
+        if terminal {
+            eprint!("\r\x1b[K{step}");
+        } else {
+            eprintln!("{step}");
+        }
+        shown = Some(step.to_owned());
+    }
+    if terminal && shown.is_some() {
+        eprintln!();
+    }
+}
+
+/// A progress line without its counting part: `cloning U: Receiving objects:  45% (9/20)`
+/// is phase `cloning U: Receiving objects:`.
+fn progress_phase(step: &str) -> &str {
+    match step.find('%') {
+        Some(percent) => step[..percent].trim_end_matches(|c: char| c.is_ascii_digit() || c == ' '),
+        None => step,
+    }
 }
 
 /// Finds the sandbox `wanted` names: by id, else by name.
@@ -252,4 +312,26 @@ fn exec_output(result: &Value, json_output: bool) -> anyhow::Result<ExitCode> {
         eprint!("{}", result["stderr"].as_str().unwrap_or_default());
     }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_counting_percentage_is_one_phase() {
+        let url = "cloning http://h:8080/r.git";
+        assert_eq!(
+            progress_phase(&format!("{url}: Receiving objects:  45% (9/20)")),
+            progress_phase(&format!("{url}: Receiving objects: 100% (20/20), done.")),
+        );
+        assert_ne!(
+            progress_phase(&format!("{url}: Receiving objects:  45% (9/20)")),
+            progress_phase(&format!("{url}: Resolving deltas:  45% (9/20)")),
+        );
+        assert_eq!(
+            progress_phase("starting the sandbox"),
+            "starting the sandbox"
+        );
+    }
 }

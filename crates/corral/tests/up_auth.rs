@@ -64,6 +64,8 @@ fn refusals_are_json_and_say_why() {
     );
     assert!(unknown.contains("colour"), "{unknown}");
     error_message(post(&sandboxes, &user, json!({"name": "Not_A_Label"})), 400);
+    let port_like = error_message(post(&sandboxes, &user, json!({"name": "web-3000"})), 400);
+    assert!(port_like.contains("port 3000"), "{port_like}");
     error_message(post(&sandboxes, &user, json!({"branch": "main"})), 400);
     error_message(
         post(&sandboxes, &user, json!({"repo": "r", "branch": "a..b"})),

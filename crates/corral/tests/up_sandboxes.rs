@@ -65,14 +65,19 @@ fn users_see_and_touch_only_their_own_sandboxes() {
     error_message(delete(&url, &bob), 404);
     assert_eq!(get(&gw.api("/sandboxes"), &bob), (200, json!([])));
 
-    // Names are per user: bob may also call his "dev".
+    // A name is the sandbox's id and session host, so it is unique across users: bob cannot
+    // have a "dev" too, and alice cannot have two.
+    assert_eq!(id, "dev");
+    for token in [&bob, &alice] {
+        let taken = error_message(
+            post(&gw.api("/sandboxes"), token, json!({"name": "dev"})),
+            409,
+        );
+        assert!(taken.contains("choose another name"), "{taken}");
+    }
     assert_eq!(
-        post(&gw.api("/sandboxes"), &bob, json!({"name": "dev"})).0,
+        post(&gw.api("/sandboxes"), &bob, json!({"name": "bobs-dev"})).0,
         201
-    );
-    error_message(
-        post(&gw.api("/sandboxes"), &alice, json!({"name": "dev"})),
-        409,
     );
 
     let (status, mine) = get(&url, &alice);

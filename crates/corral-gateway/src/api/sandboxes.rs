@@ -47,6 +47,9 @@ pub(super) struct SandboxView {
     state: String,
     /// How the last run ended by itself (null while running, after a stop, or if unknown).
     exit_code: Option<i32>,
+    /// While a start runs: what it is doing ("starting the sandbox", or for a repo session's
+    /// first start "cloning URL: Receiving objects:  45% (450/1000)" as git reports it).
+    progress: Option<String>,
     created: String,
     last_activity: String,
 }
@@ -56,6 +59,7 @@ impl SandboxView {
     pub(super) fn new(state: &AppState, s: Sandbox) -> Self {
         Self {
             url: super::ingress::session_url(state, &s),
+            progress: state.runtime.progress(&s.id),
             command: s.command,
             id: s.id,
             name: s.name,
@@ -76,6 +80,9 @@ impl SandboxView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct CreateSandbox {
+    /// A DNS label, unique on the gateway: the sandbox's id (and session host) unless it is a
+    /// repo session, whose id is the hash of owner, repo and branch. Without a name (and
+    /// repo) the id is 12 random hex digits.
     name: Option<String>,
     profile: Option<String>,
     repo: Option<String>,
@@ -124,11 +131,16 @@ pub(super) async fn create(
         None if req.branch.is_some() => {
             return Err(ApiError::bad_request("branch needs a repo"));
         }
-        None => (
-            random_hex(6).map_err(|e| ApiError::internal(&e))?,
-            None,
-            None,
-        ),
+        // A named sandbox's id is its name; an unnamed one gets 12 random hex digits (no
+        // '-', so never mistaken for `<id>-<port>`).
+        None => match &req.name {
+            Some(name) => (name.clone(), None, None),
+            None => (
+                random_hex(6).map_err(|e| ApiError::internal(&e))?,
+                None,
+                None,
+            ),
+        },
     };
     let new = NewSandbox {
         name: req.name.unwrap_or_else(|| id.clone()),

@@ -11,10 +11,12 @@
 //! emptied, whatever is (or is not) in it.
 
 use std::fs::OpenOptions;
+use std::sync::Arc;
 use std::time::Duration;
 
 use corral_sandbox::control::ExecRequest;
 
+use super::progress::settled;
 use super::{Runtime, RuntimeError, files};
 use crate::store::Sandbox;
 
@@ -26,7 +28,7 @@ const CLONE_LIMIT: Duration = Duration::from_secs(60 * 60);
 /// switches to branch `$2`: the remote's branch if it has one (git creates the tracking
 /// branch), else a new one from the default branch.
 const SCRIPT: &str = "{ [ \"$3\" != wipe ] || find /workspace -mindepth 1 -delete; } && \
-                      git clone --quiet -- \"$1\" /workspace && cd /workspace && \
+                      git clone --progress -- \"$1\" /workspace && cd /workspace && \
                       { git checkout --quiet \"$2\" 2>/dev/null || git checkout --quiet -b \"$2\"; }";
 
 /// Lines of git's error output kept for the caller.
@@ -77,7 +79,8 @@ impl Runtime {
 
     /// Clones `repo` into the running sandbox's workspace and checks out `branch` (created
     /// if the remote has no such branch). git runs inside the sandbox, so the clone goes
-    /// through its egress proxy under its policy. git's output is added to the agent log.
+    /// through its egress proxy under its policy. git's output is added to the agent log,
+    /// and its progress is shown in the sandbox's `progress` as it clones.
     async fn clone_repo(
         &self,
         id: &str,
@@ -86,12 +89,18 @@ impl Runtime {
         wipe: bool,
     ) -> Result<(), RuntimeError> {
         let paths = self.paths(id);
+        let step = Arc::new(self.progress.show(id, format!("cloning {repo}")));
+        let shown = Arc::clone(&step);
+        let heading = format!("cloning {repo}");
+        let on_line = Box::new(move |line: String| shown.update(format!("{heading}: {line}")));
         // A clone is not a caller's exec: it gets as long as the longest exec may have.
         let output = self
-            .exec_with_timeout(id, request(repo, branch, wipe), CLONE_LIMIT)
+            .exec_observed(id, request(repo, branch, wipe), CLONE_LIMIT, Some(on_line))
             .await?;
+        drop(step);
+        let stderr = settled(&output.stderr);
         let mut text = output.stdout.clone();
-        text.extend_from_slice(&output.stderr);
+        text.extend_from_slice(&stderr);
         let appended = OpenOptions::new()
             .append(true)
             .open(paths.log())
@@ -102,7 +111,7 @@ impl Runtime {
         if output.exit_code != 0 {
             return Err(RuntimeError::Clone {
                 repo: repo.to_owned(),
-                output: last_lines(&output.stderr),
+                output: last_lines(&stderr),
             });
         }
         let pending = paths.clone_pending();

@@ -21,6 +21,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::watch;
 
+use super::progress::newest_line;
+
 /// Most bytes of stdout (and, separately, of stderr) an exec returns.
 pub const MAX_OUTPUT: usize = 1024 * 1024;
 
@@ -60,11 +62,16 @@ pub(super) enum ExecError {
     Task(tokio::task::JoinError),
 }
 
-/// Runs `request` through the control socket at `control`, killing it after `timeout`.
+/// Called with each new complete line of a command's stderr (see [`super::progress`]).
+pub(super) type StderrLines = Box<dyn FnMut(String) + Send>;
+
+/// Runs `request` through the control socket at `control`, killing it after `timeout`;
+/// `on_stderr_line`, if any, sees each status line of its stderr as it comes.
 pub(super) async fn run(
     control: PathBuf,
     request: ExecRequest,
     timeout: Duration,
+    on_stderr_line: Option<StderrLines>,
 ) -> Result<ExecOutput, ExecError> {
     let (stdout_read, stdout_write) = cloexec_pipe().map_err(ExecError::Pipes)?;
     let (stderr_read, stderr_write) = cloexec_pipe().map_err(ExecError::Pipes)?;
@@ -72,8 +79,8 @@ pub(super) async fn run(
     let stream = connect(control).await.map_err(ExecError::Unreachable)?;
     let connection = Connection(stream.try_clone().map_err(ExecError::Pipes)?);
     let (done_tx, done) = watch::channel(false);
-    let stdout = tokio::spawn(read_bounded(stdout_read, done.clone()));
-    let stderr = tokio::spawn(read_bounded(stderr_read, done));
+    let stdout = tokio::spawn(read_bounded(stdout_read, done.clone(), None));
+    let stderr = tokio::spawn(read_bounded(stderr_read, done, on_stderr_line));
     let mut task = tokio::task::spawn_blocking(move || {
         let result = control::exec_on(
             &stream,
@@ -156,7 +163,11 @@ fn cloexec_pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// Reads `fd` to its end, keeping the first [`MAX_OUTPUT`] bytes; once `done` turns true,
 /// reads for at most [`DRAIN_GRACE`] more. Returns the bytes and whether any were dropped.
-async fn read_bounded(fd: OwnedFd, mut done: watch::Receiver<bool>) -> (Vec<u8>, bool) {
+async fn read_bounded(
+    fd: OwnedFd,
+    mut done: watch::Receiver<bool>,
+    mut on_line: Option<StderrLines>,
+) -> (Vec<u8>, bool) {
     let mut kept = Vec::new();
     let mut truncated = false;
     let Ok(mut reader) = pipe::Receiver::from_owned_fd(fd) else {
@@ -186,6 +197,9 @@ async fn read_bounded(fd: OwnedFd, mut done: watch::Receiver<bool>) -> (Vec<u8>,
                 let room = MAX_OUTPUT - kept.len();
                 kept.extend_from_slice(&chunk[..n.min(room)]);
                 truncated |= n > room;
+                if let (Some(on_line), Some(line)) = (&mut on_line, newest_line(&kept)) {
+                    on_line(line);
+                }
             }
         }
     }

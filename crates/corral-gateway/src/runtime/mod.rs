@@ -21,6 +21,7 @@ mod files;
 mod idle;
 mod logs;
 mod process;
+mod progress;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
@@ -189,6 +190,7 @@ pub struct Runtime {
     git_tokens: BTreeMap<String, GitTokenSource>,
     inference: std::sync::OnceLock<Arc<crate::inference::Inference>>,
     terminals: attach::AttachedTerminals,
+    progress: progress::Progress,
 }
 
 impl Runtime {
@@ -213,6 +215,7 @@ impl Runtime {
             git_tokens: config.git_tokens.clone(),
             inference: std::sync::OnceLock::new(),
             terminals: attach::AttachedTerminals::default(),
+            progress: progress::Progress::default(),
         }
     }
 
@@ -387,6 +390,7 @@ impl Runtime {
             }
             return self.record(id).await;
         }
+        let starting = self.progress.show(id, "starting the sandbox");
         let log = prepare_files(&paths)?;
         let profile = match self.profiles.get(&sandbox.profile) {
             Some(file) => ["--policy".as_ref(), file.as_os_str()],
@@ -481,6 +485,7 @@ impl Runtime {
         tracing::info!(sandbox = %id, pid, "sandbox started");
         let ended = self.watch_child(id.to_owned(), process, child);
         wait_until_ready(&paths.control(), ended).await;
+        drop(starting);
         if first_start {
             self.first_clone(id, &sandbox, interrupted).await?;
         }
@@ -566,6 +571,12 @@ impl Runtime {
         Ok(deleted)
     }
 
+    /// What the sandbox's start under way is doing ("starting the sandbox", "cloning URL:
+    /// Receiving objects: 45% ..."); `None` when no start runs.
+    pub fn progress(&self, id: &str) -> Option<String> {
+        self.progress.get(id)
+    }
+
     /// Runs `request` in the running sandbox and returns its exit code and output; kills it
     /// after the configured `exec_timeout`.
     pub async fn exec(
@@ -584,10 +595,22 @@ impl Runtime {
         request: corral_sandbox::control::ExecRequest,
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError> {
+        self.exec_observed(id, request, timeout, None).await
+    }
+
+    /// [`Self::exec_with_timeout`], showing each status line of the command's stderr to
+    /// `on_stderr_line` as it comes.
+    async fn exec_observed(
+        &self,
+        id: &str,
+        request: corral_sandbox::control::ExecRequest,
+        timeout: Duration,
+        on_stderr_line: Option<exec::StderrLines>,
+    ) -> Result<ExecOutput, RuntimeError> {
         if !self.is_running(id) {
             return Err(RuntimeError::NotRunning(id.to_owned()));
         }
-        let run = exec::run(self.paths(id).control(), request, timeout);
+        let run = exec::run(self.paths(id).control(), request, timeout, on_stderr_line);
         let result = tokio::select! {
             result = run => result,
             () = self.shutting_down() => return Err(RuntimeError::ShuttingDown),

@@ -167,8 +167,12 @@ pub enum StoreError {
     /// A provider with this name already exists.
     #[error("a provider named {0:?} already exists: remove it first to replace it")]
     ProviderTaken(String),
-    /// Another owner's sandbox already has this id.
-    #[error("sandbox id {0:?} is taken")]
+    /// A sandbox already has this id (a named sandbox's id is its name, unique on the
+    /// gateway across all users, since it names the session host).
+    #[error(
+        "sandbox id {0:?} is taken: a sandbox's name is its id and its session host, unique \
+         on this gateway across all users; choose another name"
+    )]
     IdTaken(String),
     /// Any other SQLite failure: a bug or a broken disk, never the caller's mistake.
     #[error("store: {0}")]

@@ -69,6 +69,7 @@ pub(super) async fn open(
                 li #step-ready data-status="pending" { "Ready" }
                 li #step-open data-status="pending" { "Opening " (s.agent) }
             }
+            p.hint #open-progress aria-live="polite" {}
             p.error #open-error role="alert" hidden {}
             p.hint #open-hint hidden {}
             pre.log #open-log hidden {}
