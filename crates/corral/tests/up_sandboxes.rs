@@ -179,8 +179,19 @@ fn the_openapi_document_describes_the_routes_the_server_has() {
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;
     for (path, item) in paths {
-        for method in item.as_object().unwrap().keys() {
+        for (method, operation) in item.as_object().unwrap() {
             operations += 1;
+            // A parameter is in the path only if the path has a place for it; the rest are
+            // query parameters (`?purge=true`, `?follow=true`, ...), as the server reads them.
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                let name = parameter["name"].as_str().unwrap();
+                let place = if path.contains(&format!("{{{name}}}")) {
+                    "path"
+                } else {
+                    "query"
+                };
+                assert_eq!(parameter["in"], place, "{method} {path}: {parameter}");
+            }
             let url = format!("{}{}", gw.url, path.replace("{id}", "x"));
             let (status, body) = call(&method.to_uppercase(), &url, None, &[], None);
             // Without credentials or a body every documented operation refuses, but it

@@ -32,6 +32,7 @@ const LOST: i32 = 255;
 
 /// Query of the attach endpoint.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct AttachQuery {
     /// Terminal width in columns (default 80).

@@ -43,6 +43,7 @@ impl From<FilesError> for ApiError {
 
 /// Query of the files endpoints.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FilesQuery {
     /// A path relative to the workspace (`src/main.rs`; empty or `.` for the workspace

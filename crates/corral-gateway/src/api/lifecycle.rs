@@ -184,6 +184,7 @@ pub(super) async fn exec(
 
 /// Query of the logs endpoint.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct LogsQuery {
     /// Keep the response open and send new output until the sandbox stops (or the gateway

@@ -207,6 +207,7 @@ pub(super) async fn get(
 
 /// Query of the delete endpoint.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DeleteQuery {
     /// Also remove the workspace, the home and the logs (default: keep them on the host).
