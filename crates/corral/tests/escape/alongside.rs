@@ -228,10 +228,10 @@ fn descendants(pid: u32) -> Vec<u32> {
         };
         // The parent pid is the second field after the command name, which ends at the last ')'.
         let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        if let Some(parent) = after_name.split_whitespace().nth(1) {
-            if let Ok(parent) = parent.parse::<u32>() {
-                parents.push((child, parent));
-            }
+        if let Some(parent) = after_name.split_whitespace().nth(1)
+            && let Ok(parent) = parent.parse::<u32>()
+        {
+            parents.push((child, parent));
         }
     }
     let mut found = vec![pid];
