@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::agents::AgentTemplate;
 use crate::git_tokens::{GitTokenSource, git_token_pairs, git_tokens};
+pub use crate::public_url::PublicUrl;
 
 /// Shortest `admin_token` corral accepts, so automation cannot set a guessable one.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
@@ -126,6 +127,7 @@ impl fmt::Debug for Secret {
 /// - `suffix`: empty (session hosts are `<id>.<domain>`)
 /// - `agents`: none (only the built-in agent templates)
 /// - `tls_cert`, `tls_key`: none (plain HTTP)
+/// - `public_url`: none (the listener's own address)
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
@@ -168,6 +170,10 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) for `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The URL browsers use when it is not the listener's (a TLS-terminating proxy in
+    /// front): session hosts, ticket links and the printed address take its scheme and port,
+    /// and cookies are `Secure` when it is HTTPS. Its host is the domain.
+    pub public_url: Option<PublicUrl>,
 }
 
 /// One source of configuration (the file, the environment or the flags): every field is
@@ -217,6 +223,8 @@ pub struct ConfigLayer {
     pub tls_cert: Option<PathBuf>,
     /// See [`Config::tls_key`].
     pub tls_key: Option<PathBuf>,
+    /// See [`Config::public_url`].
+    pub public_url: Option<PublicUrl>,
 }
 
 fn size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -355,6 +363,14 @@ impl ConfigLayer {
             agents: None,
             tls_cert: get("CORRAL_TLS_CERT").map(PathBuf::from),
             tls_key: get("CORRAL_TLS_KEY").map(PathBuf::from),
+            public_url: get("CORRAL_PUBLIC_URL")
+                .map(|url| {
+                    url.parse().map_err(|message| ConfigError::Env {
+                        name: "CORRAL_PUBLIC_URL",
+                        message,
+                    })
+                })
+                .transpose()?,
         })
     }
 
@@ -379,6 +395,7 @@ impl ConfigLayer {
             agents: over.agents.or(self.agents),
             tls_cert: over.tls_cert.or(self.tls_cert),
             tls_key: over.tls_key.or(self.tls_key),
+            public_url: over.public_url.or(self.public_url),
         }
     }
 }
@@ -436,7 +453,11 @@ impl Config {
                 .listen
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7070))),
             data_dir,
-            domain: layer.domain.unwrap_or_else(|| "localhost".into()),
+            // Behind a proxy, session hosts are subdomains of the public host.
+            domain: layer
+                .domain
+                .or_else(|| layer.public_url.as_ref().map(|u| u.host().to_owned()))
+                .unwrap_or_else(|| "localhost".into()),
             log_format: layer.log_format.unwrap_or_default(),
             idle_timeout: layer.idle_timeout.unwrap_or(Duration::from_secs(30 * 60)),
             admin_email: layer
@@ -456,6 +477,7 @@ impl Config {
             agents: layer.agents.unwrap_or_default(),
             tls_cert: layer.tls_cert,
             tls_key: layer.tls_key,
+            public_url: layer.public_url,
         };
         config.check()?;
         Ok(config)
@@ -569,6 +591,20 @@ impl Config {
                 "tls_cert and tls_key go together: set both or neither".into(),
             ));
         }
+        if let Some(url) = &self.public_url
+            && !url.host().eq_ignore_ascii_case(&self.domain)
+        {
+            return Err(invalid(
+                "public_url",
+                format!(
+                    "its host {:?} must be the domain {:?} (session hosts are \
+                     <id>.<domain>): set domain to {:?}, or leave domain unset",
+                    url.host(),
+                    self.domain,
+                    url.host()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -590,6 +626,8 @@ impl Config {
             tls_cert: Option<&'a Path>,
             #[serde(skip_serializing_if = "Option::is_none")]
             tls_key: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            public_url: Option<String>,
             // Tables last: TOML values cannot follow them.
             profiles: &'a BTreeMap<String, PathBuf>,
             exec_timeout: String,
@@ -623,6 +661,7 @@ impl Config {
             agents: &self.agents,
             tls_cert: self.tls_cert.as_deref(),
             tls_key: self.tls_key.as_deref(),
+            public_url: self.public_url.as_ref().map(ToString::to_string),
         };
         // Serializing plain strings, paths and lists cannot fail; a non-UTF-8 data dir is
         // the one exception, shown lossily instead.
@@ -689,6 +728,30 @@ mod tests {
 
         let err = Config::load(None, env(&[]), ConfigLayer::default()).unwrap_err();
         assert!(matches!(err, ConfigError::NoDataDir));
+    }
+
+    #[test]
+    fn a_public_url_sets_the_domain_and_must_agree_with_one_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "public_url = \"https://Corral.Example.com\"\n");
+        let home = env(&[("HOME", "/home/u")]);
+        let c = Config::load(Some(&file), &home, ConfigLayer::default()).unwrap();
+        assert_eq!(c.domain, "corral.example.com");
+        assert!(
+            c.to_redacted_toml()
+                .contains("public_url = \"https://corral.example.com\"")
+        );
+
+        let other = env(&[("HOME", "/home/u"), ("CORRAL_DOMAIN", "other.example")]);
+        let err = Config::load(Some(&file), &other, ConfigLayer::default()).unwrap_err();
+        assert!(err.to_string().contains("must be the domain"), "{err}");
+
+        let bad = env(&[
+            ("HOME", "/home/u"),
+            ("CORRAL_PUBLIC_URL", "corral.example.com"),
+        ]);
+        let err = Config::load(None, &bad, ConfigLayer::default()).unwrap_err();
+        assert!(err.to_string().contains("CORRAL_PUBLIC_URL"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod config;
 pub mod git_tokens;
 pub mod inference;
 pub mod ingress;
+pub mod public_url;
 pub mod runtime;
 mod server;
 pub mod store;

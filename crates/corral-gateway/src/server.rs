@@ -65,6 +65,8 @@ pub enum GatewayError {
 pub struct Ready {
     /// Where the API is, e.g. `http://127.0.0.1:7070`.
     pub url: String,
+    /// Where browsers reach it, when a proxy is in front (`public_url`).
+    pub public_url: Option<String>,
     /// What happened to the admin user on this start.
     pub admin: AdminBootstrap,
 }
@@ -148,6 +150,7 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "gateway listening");
     on_ready(&Ready {
         url: format!("{}://{addr}", listener.scheme()),
+        public_url: config.public_url.as_ref().map(ToString::to_string),
         admin,
     });
 

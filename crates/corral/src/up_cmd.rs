@@ -38,6 +38,11 @@ pub struct UpArgs {
     /// The private key (PEM) for --tls-cert [env CORRAL_TLS_KEY].
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL browsers use when a TLS-terminating proxy is in front, e.g.
+    /// https://corral.example.com: session hosts take its scheme and port, and its host is
+    /// the domain [env CORRAL_PUBLIC_URL].
+    #[arg(long, value_name = "URL")]
+    public_url: Option<corral_gateway::config::PublicUrl>,
     /// Log format on stderr: text or json [default: text; env CORRAL_LOG_FORMAT].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<LogFormat>,
@@ -111,6 +116,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .map(std::path::absolute)
             .transpose()
             .context("--tls-key")?,
+        public_url: args.public_url,
     };
     let file = args
         .config
@@ -130,6 +136,9 @@ fn print_ready(ready: &Ready) {
     let mut out = std::io::stdout().lock();
     // A closed stdout must not stop the gateway; the log has the address too.
     let _ = writeln!(out, "corral gateway: {}", ready.url);
+    if let Some(public) = &ready.public_url {
+        let _ = writeln!(out, "public URL (through your proxy): {public}");
+    }
     let _ = match &ready.admin {
         AdminBootstrap::Created { email, token } => writeln!(
             out,

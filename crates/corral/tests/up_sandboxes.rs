@@ -1,5 +1,5 @@
 //! `corral up` sandbox records: profiles, per-user visibility, repo-session ids and idempotent
-//! create, and the OpenAPI document matching the routes.
+//! create, the OpenAPI document matching the routes, and the URLs handed out behind a proxy.
 
 use std::path::Path;
 
@@ -213,4 +213,62 @@ fn the_openapi_document_describes_the_routes_the_server_has() {
         "{create}"
     );
     assert!(doc["components"]["schemas"]["CreateSandbox"].is_object());
+}
+
+/// Behind a TLS-terminating proxy (`--public-url https://corral.test`), the URLs the gateway
+/// hands out are the ones browsers use: session hosts and ticket links are
+/// `https://<id>.corral.test` (the public host is the domain), a ticket's cookie is
+/// `Secure`, and the start-up lines say where the gateway is public. A URL with a path is
+/// refused at start, saying what to write instead.
+#[test]
+fn a_public_url_names_the_session_hosts_behind_a_proxy() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(
+        Path::new(BIN),
+        &root.path().join("data"),
+        &["--public-url", "https://corral.test"],
+        &[],
+    );
+    assert!(
+        gw.stdout
+            .contains("public URL (through your proxy): https://corral.test\n"),
+        "{}",
+        gw.stdout
+    );
+    let admin = gw.printed_token.clone().unwrap();
+    let (status, created) = post(
+        &gw.api("/sandboxes"),
+        &admin,
+        json!({"name": "site", "command": ["sleep", "60"], "ports": [8000]}),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["url"], "https://site.corral.test", "{created}");
+    let (status, ticket) = post(&gw.api("/sandboxes/site/ticket"), &admin, json!({}));
+    assert_eq!(status, 200, "{ticket}");
+    let link = ticket["url"].as_str().unwrap();
+    let path = link
+        .strip_prefix("https://site.corral.test/_corral")
+        .unwrap_or_else(|| panic!("{link}"));
+    // The proxy passes the browser's Host on to the gateway's plain-HTTP listener.
+    let redeemed = corral_testkit::ingress::raw(
+        &gw,
+        &format!("GET /_corral{path} HTTP/1.1\r\nHost: site.corral.test"),
+    );
+    assert_eq!(redeemed.status, 303, "{redeemed:?}");
+    let cookie = redeemed.header("set-cookie").unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+
+    let refused = std::process::Command::new(BIN)
+        .args([
+            "up",
+            "--print-config",
+            "--public-url",
+            "https://corral.test/app",
+        ])
+        .env("HOME", root.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("must not have a path"), "{stderr}");
 }

@@ -63,21 +63,25 @@ impl SessionHosts {
         Self {
             domain: config.domain.to_ascii_lowercase(),
             suffix: config.suffix.clone(),
-            scheme: if config.tls_cert.is_some() {
-                "https"
-            } else {
-                "http"
+            // Behind a TLS-terminating proxy, browsers use the public scheme and port.
+            scheme: match &config.public_url {
+                Some(url) => url.scheme(),
+                None if config.tls_cert.is_some() => "https",
+                None => "http",
             },
-            port: config.listen.port(),
+            port: config
+                .public_url
+                .as_ref()
+                .map_or(config.listen.port(), |url| url.port()),
         }
     }
 
-    /// Whether the listener speaks TLS.
+    /// Whether browsers reach session hosts over TLS (the listener's, or a proxy's in front).
     pub fn is_tls(&self) -> bool {
         self.scheme == "https"
     }
 
-    /// The listener's scheme, `http` or `https`.
+    /// The scheme browsers use, `http` or `https`.
     pub fn scheme(&self) -> &'static str {
         self.scheme
     }
