@@ -305,23 +305,56 @@ fn a_sandbox_that_died_while_the_gateway_was_down_is_reconciled_as_exited() {
     assert_eq!(s.act(&s.admin, &id, "stop").0, 200);
 }
 
+/// The one directory under `DATA_DIR/deleted` that holds sandbox `id`'s kept files.
+fn kept_files(s: &Setup, id: &str) -> PathBuf {
+    let kept: Vec<PathBuf> = std::fs::read_dir(s.data().join("deleted"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!("{id}."))
+        })
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    kept.into_iter().next().unwrap()
+}
+
+/// Delete keeps the files on the host (moved to `DATA_DIR/deleted/ID.TIME`) unless purged;
+/// either way the id is free, and whoever takes it next (a sandbox's id is its name) starts
+/// with an empty workspace, never the deleted sandbox's files.
 #[test]
 fn delete_stops_the_sandbox_and_keeps_its_workspace_unless_purged() {
     let s = Setup::new();
+    let alice = add_user(&s.gw, &s.admin, "alice@example.com");
+    let bob = add_user(&s.gw, &s.admin, "bob@example.com");
     let outside = tempfile::tempdir().unwrap();
     std::fs::write(outside.path().join("precious"), "mine").unwrap();
 
-    let kept = s.create(&s.admin);
-    assert_eq!(s.act(&s.admin, &kept, "start").0, 200);
-    s.exec(&s.admin, &kept, "echo work > /workspace/file");
+    let named = |token: &str| {
+        let (status, body) = post(&s.gw.api("/sandboxes"), token, json!({"name": "shared"}));
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let kept = named(&alice);
+    assert_eq!(s.act(&alice, &kept, "start").0, 200);
+    s.exec(&alice, &kept, "echo work > /workspace/file");
     let url = s.gw.api(&format!("/sandboxes/{kept}"));
-    assert_eq!(call("DELETE", &url, Some(&s.admin), &[], None).0, 204);
+    assert_eq!(call("DELETE", &url, Some(&alice), &[], None).0, 204);
     assert!(s.processes().is_empty(), "delete stops the sandbox");
-    error_message(get(&url, &s.admin), 404);
+    error_message(get(&url, &alice), 404);
+    let kept_dir = kept_files(&s, &kept);
     assert_eq!(
-        std::fs::read_to_string(s.workspace(&kept).join("file")).unwrap(),
+        std::fs::read_to_string(kept_dir.join("workspace/file")).unwrap(),
         "work\n"
     );
+    let taken = named(&bob);
+    assert_eq!(taken, kept);
+    assert_eq!(s.act(&bob, &taken, "start").0, 200);
+    let (_, listed) = s.exec(&bob, &taken, "ls -A /workspace");
+    assert_eq!(listed["stdout"], "", "{listed}");
+    assert_eq!(s.act(&bob, &taken, "stop").0, 200);
 
     let purged = s.create(&s.admin);
     assert_eq!(s.act(&s.admin, &purged, "start").0, 200);
@@ -337,7 +370,7 @@ fn delete_stops_the_sandbox_and_keeps_its_workspace_unless_purged() {
         std::fs::read_to_string(outside.path().join("precious")).unwrap(),
         "mine"
     );
-    assert!(s.workspace(&kept).join("file").exists());
+    assert!(kept_dir.join("workspace/file").exists());
 }
 
 #[test]

@@ -155,6 +155,8 @@ pub(super) async fn create(
     };
     match state.db(move |s| s.insert_sandbox(&new)).await? {
         Inserted::Created(sandbox) => {
+            // A new sandbox starts empty, even on an id whose files an older gateway kept.
+            state.runtime.retire_files(&sandbox.id)?;
             tracing::info!(sandbox = %sandbox.id, "sandbox created");
             Ok((StatusCode::CREATED, Json(SandboxView::new(&state, sandbox))))
         }

@@ -544,31 +544,66 @@ impl Runtime {
     pub async fn delete(self: &Arc<Self>, id: &str, purge: bool) -> Result<bool, RuntimeError> {
         let _guard = self.lock(id).await;
         self.stop_locked(id).await?;
+        // The files leave the id's directory before the record goes: ids are names that
+        // anyone may take next, and a new sandbox must never start in an old one's files.
+        if purge {
+            self.purge_files(id)?;
+        } else {
+            self.retire_files(id)?;
+        }
         let target = id.to_owned();
         let deleted = self.db(move |s| s.delete_sandbox(&target)).await?;
-        // Ids are made by the gateway (hex), but a purge must never reach outside the
-        // sandboxes directory whatever the store holds.
-        let one_component = matches!(
-            Path::new(id).components().collect::<Vec<_>>()[..],
-            [std::path::Component::Normal(_)]
-        );
-        if purge && one_component {
-            let dir = self.paths(id).dir;
-            // remove_dir_all does not follow symlinks: a link the sandbox planted in its
-            // workspace is removed, not what it points to.
-            match std::fs::remove_dir_all(&dir) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(files("remove", &dir, e));
-                }
-                _ => {}
-            }
-        }
         self.locks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
         self.log_rotations.forget(id);
         Ok(deleted)
+    }
+
+    /// Removes the sandbox's directory (workspace, home, logs) for good.
+    fn purge_files(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(dir) = self.own_dir(id) else {
+            return Ok(());
+        };
+        // remove_dir_all does not follow symlinks: a link the sandbox planted in its
+        // workspace is removed, not what it points to.
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(files("remove", &dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Moves the sandbox's directory, if there is one, to `DATA_DIR/deleted/ID.SECONDS`: the
+    /// files stay on the host for their owner, and the id is free for a new sandbox that
+    /// starts empty. Also used when a new record takes an id whose directory a gateway
+    /// before this one left behind.
+    pub fn retire_files(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(dir) = self.own_dir(id) else {
+            return Ok(());
+        };
+        if !dir.exists() {
+            return Ok(());
+        }
+        let deleted = self.data_dir.join("deleted");
+        std::fs::create_dir_all(&deleted).map_err(|e| files("create", &deleted, e))?;
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let kept = deleted.join(format!("{id}.{}", since_epoch.as_nanos()));
+        std::fs::rename(&dir, &kept).map_err(|e| files("move", &dir, e))?;
+        tracing::info!(sandbox = %id, kept = %kept.display(), "sandbox files kept");
+        Ok(())
+    }
+
+    /// The sandbox's directory, if `id` is one path component: whatever the store holds,
+    /// removing or moving files never reaches outside the sandboxes directory.
+    fn own_dir(&self, id: &str) -> Option<PathBuf> {
+        let one_component = matches!(
+            Path::new(id).components().collect::<Vec<_>>()[..],
+            [std::path::Component::Normal(_)]
+        );
+        one_component.then(|| self.paths(id).dir)
     }
 
     /// What the sandbox's start under way is doing ("starting the sandbox", "cloning URL:
