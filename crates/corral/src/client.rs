@@ -121,7 +121,12 @@ impl Client {
 
     /// `DELETE path`.
     pub fn delete(&self, path: &str) -> anyhow::Result<()> {
-        self.call(self.request("DELETE", path), None).map(drop)
+        self.delete_json(path).map(drop)
+    }
+
+    /// `DELETE path`, the JSON answer.
+    pub fn delete_json(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(self.request("DELETE", path), None)
     }
 
     /// `GET path` as a stream of bytes (logs), for copying as it arrives.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 use crate::client::Client;
@@ -50,7 +51,7 @@ enum SandboxCommand {
         #[arg(long = "port")]
         ports: Vec<u16>,
     },
-    /// List your sandboxes (an admin sees everyone's).
+    /// List your sandboxes and those shared with you (an admin sees everyone's).
     List,
     /// Show one sandbox.
     Get {
@@ -74,6 +75,20 @@ enum SandboxCommand {
         /// Also remove the workspace and home.
         #[arg(long)]
         purge: bool,
+    },
+    /// Let another user open a sandbox's session host (its agent's UI, its ports).
+    Share {
+        /// Id or name.
+        sandbox: String,
+        /// The user's email.
+        email: String,
+    },
+    /// Stop sharing a sandbox with a user.
+    Unshare {
+        /// Id or name.
+        sandbox: String,
+        /// The user's email.
+        email: String,
     },
     /// Run a command in a running sandbox; exits with its status.
     Exec {
@@ -159,6 +174,22 @@ pub fn run(args: SandboxArgs) -> anyhow::Result<ExitCode> {
             if !json_output {
                 println!("deleted {id}{}", if purge { " and its files" } else { "" });
             }
+        }
+        SandboxCommand::Share { sandbox, email } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            let path = format!(
+                "/api/v1/sandboxes/{id}/shares/{}",
+                utf8_percent_encode(&email, NON_ALPHANUMERIC)
+            );
+            show(&client.put(&path, &json!({}))?)?;
+        }
+        SandboxCommand::Unshare { sandbox, email } => {
+            let id = id_of(&resolve(&client, &sandbox)?)?;
+            let path = format!(
+                "/api/v1/sandboxes/{id}/shares/{}",
+                utf8_percent_encode(&email, NON_ALPHANUMERIC)
+            );
+            show(&client.delete_json(&path)?)?;
         }
         SandboxCommand::Exec { sandbox, command } => {
             let id = id_of(&resolve(&client, &sandbox)?)?;

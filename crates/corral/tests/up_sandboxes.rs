@@ -206,7 +206,7 @@ fn the_openapi_document_describes_the_routes_the_server_has() {
             );
         }
     }
-    assert_eq!(operations, 28, "{paths:?}");
+    assert_eq!(operations, 30, "{paths:?}");
     let create = &paths["/api/v1/sandboxes"]["post"]["responses"];
     assert!(
         create["200"].is_object() && create["201"].is_object(),

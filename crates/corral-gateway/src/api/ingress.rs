@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::caller::Caller;
 use super::error::ErrorBody;
-use super::sandboxes::visible;
+use super::sandboxes::viewable;
 use super::{ApiError, AppState, Json, Path};
 use crate::agents::{self, CUSTOM};
 use crate::ingress::{SessionHosts, tickets};
@@ -141,7 +141,7 @@ pub(super) async fn ticket(
     query: Result<Query<TicketQuery>, QueryRejection>,
 ) -> Result<Json<TicketView>, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let sandbox = visible(&state, &caller, id).await?;
+    let sandbox = viewable(&state, &caller, id).await?;
     if sandbox.ports.is_empty() {
         return Err(ApiError::conflict(format!(
             "sandbox {:?} serves no port (agent {}): there is no session host to open",

@@ -13,6 +13,7 @@ mod openapi_common;
 mod profiles;
 mod providers;
 mod sandboxes;
+mod shares;
 mod usage;
 mod users;
 
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use tracing::Instrument;
 
 pub(crate) use caller::user_for_proxy_email;
@@ -117,7 +118,11 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/attach", get(attach::attach))
         // Ingress: agent templates and session-host tickets.
         .route("/agents", get(ingress::list_agents))
-        .route("/sandboxes/{id}/ticket", post(ingress::ticket));
+        .route("/sandboxes/{id}/ticket", post(ingress::ticket))
+        .route(
+            "/sandboxes/{id}/shares/{email}",
+            put(shares::share).delete(shares::unshare),
+        );
     // Uploads are archives, not small JSON documents: their own limit, added after the
     // JSON limit's layers so those do not apply to them.
     let max_upload = state.config.max_upload;

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use super::error::{ErrorBody, ErrorDetail};
 use super::openapi_common::CommonResponses;
 use super::{
-    attach, audit, files, ingress, lifecycle, profiles, providers, sandboxes, usage, users,
+    attach, audit, files, ingress, lifecycle, profiles, providers, sandboxes, shares, usage, users,
 };
 use crate::store::Role;
 
@@ -44,6 +44,8 @@ use crate::store::Role;
         files::upload,
         ingress::list_agents,
         ingress::ticket,
+        shares::share,
+        shares::unshare,
     ),
     components(schemas(ErrorBody, ErrorDetail, Role)),
     modifiers(&BearerAuth, &CommonResponses)

@@ -47,6 +47,8 @@ pub(super) struct SandboxView {
     state: String,
     /// How the last run ended by itself (null while running, after a stop, or if unknown).
     exit_code: Option<i32>,
+    /// Users it is shared with (they may open its session host), by email.
+    shared_with: Vec<String>,
     /// While a start runs: what it is doing ("starting the sandbox", or for a repo session's
     /// first start "cloning URL: Receiving objects:  45% (450/1000)" as git reports it).
     progress: Option<String>,
@@ -60,6 +62,7 @@ impl SandboxView {
         Self {
             url: super::ingress::session_url(state, &s),
             progress: state.runtime.progress(&s.id),
+            shared_with: s.shared_with.into_iter().map(|u| u.email).collect(),
             command: s.command,
             id: s.id,
             name: s.name,
@@ -166,7 +169,8 @@ pub(super) async fn create(
     }
 }
 
-/// `GET /api/v1/sandboxes`: the caller's sandboxes (an admin's: everyone's).
+/// `GET /api/v1/sandboxes`: the caller's sandboxes and those shared with them (an admin's:
+/// everyone's).
 #[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), responses((status = 200, body = Vec<SandboxView>), (status = 401, description = "no or bad credentials", body = ErrorBody)))]
 pub(super) async fn list(
     State(state): State<AppState>,
@@ -182,7 +186,22 @@ pub(super) async fn list(
     ))
 }
 
-/// The sandbox `id` if the caller may see it; 404 otherwise.
+/// The sandbox `id` if the caller may look at it and open its session host (its owner, an
+/// admin, or someone it is shared with); 404 otherwise.
+pub(super) async fn viewable(
+    state: &AppState,
+    caller: &Caller,
+    id: String,
+) -> Result<Sandbox, ApiError> {
+    let not_found = || ApiError::not_found(format!("no sandbox with id {id:?}"));
+    let lookup = id.clone();
+    let sandbox = state.db(move |s| s.sandbox(&lookup)).await?;
+    sandbox
+        .filter(|s| s.opens_for(caller.0.id) || caller.is_admin())
+        .ok_or_else(not_found)
+}
+
+/// The sandbox `id` if the caller may act on it (its owner or an admin); 404 otherwise.
 pub(super) async fn visible(
     state: &AppState,
     caller: &Caller,
@@ -203,7 +222,7 @@ pub(super) async fn get(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxView>, ApiError> {
-    let sandbox = visible(&state, &caller, id).await?;
+    let sandbox = viewable(&state, &caller, id).await?;
     Ok(Json(SandboxView::new(&state, sandbox)))
 }
 

@@ -273,7 +273,7 @@ async fn authorize(
         }
     };
     sandbox
-        .filter(|s| s.owner_id == visitor.user_id || visitor.admin)
+        .filter(|s| s.opens_for(visitor.user_id) || visitor.admin)
         .ok_or_else(reply::not_found)
 }
 

@@ -22,7 +22,7 @@ use rusqlite::Connection;
 
 pub use host_credentials::{CredentialKind, HostCredential};
 pub use inference::{Budget, Provider, ProviderKind, UsageRow, UsageTotals};
-pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox};
+pub use sandboxes::{Inserted, NewSandbox, ProcessId, Sandbox, SharedUser};
 pub use users::{Role, TokenInfo, User};
 pub use web_sessions::WebSession;
 
@@ -117,6 +117,14 @@ CREATE TABLE host_credentials (
     sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
     expires    INTEGER NOT NULL
 );
+"#,
+    r#"
+CREATE TABLE sandbox_shares (
+    sandbox_id TEXT NOT NULL REFERENCES sandboxes(id) ON DELETE CASCADE,
+    user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    PRIMARY KEY (sandbox_id, user_id)
+);
+CREATE INDEX sandbox_shares_by_user ON sandbox_shares(user_id);
 "#,
 ];
 

@@ -62,6 +62,25 @@ pub struct Sandbox {
     pub last_activity: i64,
     /// The caller's own command (agent `custom`); none for a template.
     pub command: Option<Vec<String>>,
+    /// Users the owner shared it with (they may open its session host), by email.
+    pub shared_with: Vec<SharedUser>,
+}
+
+/// A user a sandbox is shared with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct SharedUser {
+    /// Their user id.
+    pub id: i64,
+    /// Their email.
+    pub email: String,
+}
+
+impl Sandbox {
+    /// Whether `user_id` may open this sandbox's session host: its owner, or someone it is
+    /// shared with (admins are let in by their role, not by this).
+    pub fn opens_for(&self, user_id: i64) -> bool {
+        self.owner_id == user_id || self.shared_with.iter().any(|u| u.id == user_id)
+    }
 }
 
 /// A process, named so that a reused pid is not mistaken for it: its pid and its start time
@@ -85,7 +104,10 @@ pub enum Inserted {
 
 const SELECT: &str = "SELECT s.id, s.owner_id, u.email, s.name, s.profile, s.repo, s.branch, \
                       s.agent, s.ports, s.state, s.created, s.last_activity, s.pid, s.start_time, \
-                      s.exit_code, s.command \
+                      s.exit_code, s.command, \
+                      (SELECT json_group_array(json_object('id', su.id, 'email', su.email)) \
+                       FROM sandbox_shares sh JOIN users su ON su.id = sh.user_id \
+                       WHERE sh.sandbox_id = s.id) \
                       FROM sandboxes s JOIN users u ON u.id = s.owner_id";
 
 fn sandbox_from_row(row: &Row<'_>) -> rusqlite::Result<Sandbox> {
@@ -119,6 +141,11 @@ fn sandbox_from_row(row: &Row<'_>) -> rusqlite::Result<Sandbox> {
         command: row
             .get::<_, Option<String>>(15)?
             .and_then(|c| serde_json::from_str(&c).ok()),
+        // Made by SQLite's json_group_array just above, so it always parses.
+        shared_with: row
+            .get::<_, Option<String>>(16)?
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -194,7 +221,9 @@ impl Store {
     pub fn list_sandboxes(&self, owner_id: Option<i64>) -> Result<Vec<Sandbox>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "{SELECT} WHERE ?1 IS NULL OR s.owner_id = ?1 ORDER BY s.created, s.id"
+            "{SELECT} WHERE ?1 IS NULL OR s.owner_id = ?1 \
+             OR s.id IN (SELECT sandbox_id FROM sandbox_shares WHERE user_id = ?1) \
+             ORDER BY s.created, s.id"
         ))?;
         let rows = stmt
             .query_map([owner_id], sandbox_from_row)?
@@ -258,7 +287,35 @@ impl Store {
         )? > 0)
     }
 
-    /// Deletes a sandbox record; false if there was none.
+    /// Shares sandbox `id` with the user with `email` (again is a no-op); `Ok(false)` if
+    /// there is no such user.
+    pub fn share_sandbox(&self, id: &str, email: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let user: Option<i64> = conn
+            .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(user) = user else {
+            return Ok(false);
+        };
+        conn.execute(
+            "INSERT OR IGNORE INTO sandbox_shares (sandbox_id, user_id) VALUES (?1, ?2)",
+            params![id, user],
+        )?;
+        Ok(true)
+    }
+
+    /// Stops sharing sandbox `id` with the user with `email`; `Ok(false)` if it was not.
+    pub fn unshare_sandbox(&self, id: &str, email: &str) -> Result<bool, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM sandbox_shares WHERE sandbox_id = ?1 \
+             AND user_id = (SELECT id FROM users WHERE email = ?2)",
+            params![id, email],
+        )? > 0)
+    }
+
+    /// Deletes a sandbox record (and its shares); false if there was none.
     pub fn delete_sandbox(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn()
