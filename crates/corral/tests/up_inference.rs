@@ -529,10 +529,13 @@ ant_host "$ANTHROPIC_API_KEY" '{{"model":"claude-forbidden-2","messages":[]}}'
 echo; echo ===
 # An absolute-URI request for the host, as a client sending plain HTTP to the proxy makes.
 curl -sS -i --noproxy '' -x http://127.0.0.1:3128 http://api.anthropic.com/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -d '{{"model":"claude-plain","messages":[]}}'
+echo; echo ===
+# A tunnel to the provider host whose TLS asks for another server: refused, no certificate.
+curl -sS -p --connect-to front.example:443:api.anthropic.com:443 https://front.example/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -d '{{"model":"claude-fronted","messages":[]}}' 2>&1 || echo "exit=$?"
 "#
     );
     let out = sections(&setup.exec(&dave, &id, &script));
-    assert_eq!(out.len(), 6, "{out:#?}");
+    assert_eq!(out.len(), 7, "{out:#?}");
     // The fake provider's answers, JSON and streamed, through corral's certificate for the
     // host (curl verifies it against the sandbox's bundle).
     assert!(
@@ -571,6 +574,8 @@ curl -sS -i --noproxy '' -x http://127.0.0.1:3128 http://api.anthropic.com/v1/me
             && denied.contains(r#""code":"denied_by_policy""#),
         "{denied}"
     );
+
+    assert!(out[6].contains("exit="), "{}", out[6]);
 
     // The provider saw the allowed requests only, each with the real key of its kind.
     let seen = setup.fake.seen();
@@ -627,17 +632,21 @@ curl -sS -i --noproxy '' -x http://127.0.0.1:3128 http://api.anthropic.com/v1/me
         .collect();
     assert!(!connects.is_empty(), "{audit}");
     for (resource, policies) in &connects {
-        assert!(
-            [
-                "api.anthropic.com:443",
-                "api.openai.com:443",
-                "api.anthropic.com:80"
-            ]
-            .contains(resource)
-                && policies == r#"["inference-router"]"#,
-            "{audit}"
-        );
+        let fronted =
+            (*resource, policies.as_str()) == ("front.example:443", r#"["sni-mismatch"]"#);
+        let routed = [
+            "api.anthropic.com:443",
+            "api.openai.com:443",
+            "api.anthropic.com:80",
+        ]
+        .contains(resource)
+            && policies == r#"["inference-router"]"#;
+        assert!(fronted || routed, "{audit}");
     }
+    assert!(
+        connects.iter().any(|(r, _)| *r == "front.example:443"),
+        "{audit}"
+    );
     assert!(
         events.iter().any(|e| e["action"] == "inference"
             && e["resource"] == "anthropic/claude-forbidden-2"
