@@ -64,8 +64,8 @@ impl RoutedHost {
     }
 }
 
-/// The routed host `host:port` (normalized) is, when this sandbox has a router: a provider
-/// host on the HTTPS or HTTP port.
+/// Where `host:port` (`host` normalized) is routed, when this sandbox has a router and it
+/// names a provider host on the HTTPS or HTTP port.
 pub(crate) fn routed(host: &str, port: u16, shared: &Shared) -> Option<RoutedHost> {
     shared.inference.as_ref()?;
     if !matches!(port, 443 | 80) {
