@@ -16,6 +16,7 @@ use crate::client::{Client, ConnectHead, Opaque, Socket};
 use crate::exchange::{Target, Upstream};
 use crate::gate::{Refusal, normalize};
 use crate::intercept::{serve_http, serve_tls};
+use crate::provider_host::{self, RoutedHost};
 use crate::replay::Replay;
 use crate::sni::{FirstBytes, inspect};
 use crate::{Body, Shared, reply};
@@ -108,7 +109,14 @@ async fn serialize(version: &str, response: Response<Body>) -> Vec<u8> {
     out
 }
 
-/// A tunnel that was allowed: its upstream connection and what it is for.
+/// A tunnel that was allowed: to its host, or to the inference router in a provider host's
+/// place.
+enum Tunnel {
+    Host(Opened),
+    Router(RoutedHost),
+}
+
+/// A tunnel to its host: its upstream connection and what it is for.
 struct Opened {
     upstream: TcpStream,
     target: Target,
@@ -120,7 +128,7 @@ struct Opened {
 async fn open_tunnel(
     authority: Option<&Authority>,
     shared: &Shared,
-) -> Result<Opened, Response<Body>> {
+) -> Result<Tunnel, Response<Body>> {
     let Some(authority) = authority else {
         return Err(reply::status(
             StatusCode::BAD_REQUEST,
@@ -134,6 +142,11 @@ async fn open_tunnel(
         ));
     };
     let host = normalize(authority.host()).map_err(reply::refusal)?;
+    if let Some(routed) = provider_host::routed(&host, port, shared) {
+        return provider_host::open(routed, shared)
+            .map(Tunnel::Router)
+            .map_err(reply::refusal);
+    }
     let inspect_host = shared.must_inspect(&host);
     if inspect_host && let Err(why) = &shared.interception {
         return Err(reply::refusal(Refusal::Unreachable(format!(
@@ -146,7 +159,7 @@ async fn open_tunnel(
         .open(&host, port)
         .await
         .map_err(reply::refusal)?;
-    Ok(Opened {
+    Ok(Tunnel::Host(Opened {
         upstream,
         target: Target {
             host,
@@ -154,7 +167,7 @@ async fn open_tunnel(
             tls: false,
         },
         inspect_host,
-    })
+    }))
 }
 
 /// What a tunnel turned out to carry, from its first bytes.
@@ -170,7 +183,11 @@ enum Carried {
 /// Reads the tunnel's first bytes (`first`: those already read with the request head),
 /// checks a TLS server name, and hands the tunnel to interception, request-by-request
 /// serving, or a byte relay.
-async fn serve<C: Client>(mut client: C, mut first: Vec<u8>, opened: Opened, shared: Arc<Shared>) {
+async fn serve<C: Client>(mut client: C, mut first: Vec<u8>, tunnel: Tunnel, shared: Arc<Shared>) {
+    let opened = match tunnel {
+        Tunnel::Host(opened) => opened,
+        Tunnel::Router(routed) => return provider_host::serve(client, first, routed, shared).await,
+    };
     let Opened {
         upstream,
         target,

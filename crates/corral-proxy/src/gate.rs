@@ -161,6 +161,26 @@ impl Gate {
         }
     }
 
+    /// Records a connection to `host:port` that `reason` (the inference router) serves in
+    /// the host's place: allowed without a `connect` decision, the host never contacted.
+    pub fn record_routed(&self, host: &str, port: u16, reason: &str) {
+        let request = Request {
+            sandbox: self.sandbox.clone(),
+            action: Action::Connect {
+                host: host.to_string(),
+                port,
+                ip: None,
+            },
+        };
+        let decision = Decision {
+            allowed: true,
+            audit_only: false,
+            reasons: vec![reason.to_string()],
+            errors: Vec::new(),
+        };
+        self.record(&request, &self.profile_name(), &decision);
+    }
+
     /// Whether the profile now in force needs `host`'s TLS intercepted.
     pub fn profile_intercepts(&self, host: &str) -> bool {
         self.policy.current().profile().intercepts(host)

@@ -1,7 +1,8 @@
 //! The inference relay: requests for `http://127.0.0.1:3128/inference/...` (the proxy's own
 //! address, where a sandbox's `ANTHROPIC_BASE_URL` and `OPENAI_BASE_URL` point) go to the
 //! gateway's inference router over the sandbox's inference socket, and its answer streams
-//! back unbuffered.
+//! back unbuffered. Requests for the real provider hosts take the same way when the sandbox
+//! has a router (`provider_host`).
 //!
 //! Threat model: the socket names the sandbox to the router, so nothing the agent sends can
 //! claim another sandbox's identity; the router, not this relay, checks the placeholder key,
@@ -14,10 +15,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 
-use crate::{Body, reply};
+use crate::{Body, Shared, reply};
 
 /// The path prefix the router serves.
-const PREFIX: &str = "/inference/";
+pub(crate) const PREFIX: &str = "/inference/";
 
 /// The proxy's port inside the sandbox (an absolute-form request to it is for the proxy).
 const PROXY_PORT: u16 = 3128;
@@ -48,24 +49,30 @@ impl InferenceRoute {
     }
 }
 
-/// Whether `request` is addressed to the router: an origin-form `/inference/...` request
-/// (clients that honour `NO_PROXY=127.0.0.1` connect to the proxy's address directly), or an
-/// absolute-form one for the proxy's own address (clients that send everything to the proxy).
-pub fn is_for_router(request: &Request<Incoming>) -> bool {
+/// The router's path (and query) for `request`, when it is addressed to the router: an
+/// origin-form `/inference/...` request (clients that honour `NO_PROXY=127.0.0.1` connect to
+/// the proxy's address directly), an absolute-form one for the proxy's own address (clients
+/// that send everything to the proxy), or an absolute-form one for a provider host the
+/// router serves in the host's place.
+pub(crate) fn router_path(request: &Request<Incoming>, shared: &Shared) -> Option<String> {
     let uri = request.uri();
-    if !uri.path().starts_with(PREFIX) {
-        return false;
-    }
-    match uri.host() {
-        None => true,
-        Some(host) => {
+    let own = uri.path().starts_with(PREFIX)
+        && uri.host().is_none_or(|host| {
             matches!(host, "127.0.0.1" | "localhost") && uri.port_u16() == Some(PROXY_PORT)
-        }
+        });
+    if own {
+        return Some(uri.path_and_query().map_or("/", |p| p.as_str()).to_owned());
     }
+    crate::provider_host::absolute_request(request, shared)
 }
 
-/// Relays `request` to the router, or says why it cannot.
-pub async fn relay(request: Request<Incoming>, route: Option<&InferenceRoute>) -> Response<Body> {
+/// Relays `request` to the router as a request for `path` (and query), or says why it
+/// cannot.
+pub(crate) async fn relay(
+    request: Request<Incoming>,
+    path: &str,
+    route: Option<&InferenceRoute>,
+) -> Response<Body> {
     let Some(route) = route else {
         return reply::status(
             StatusCode::NOT_FOUND,
@@ -74,7 +81,7 @@ pub async fn relay(request: Request<Incoming>, route: Option<&InferenceRoute>) -
                 .into(),
         );
     };
-    match send(request, &route.socket).await {
+    match send(request, path, &route.socket).await {
         Ok(response) => response,
         Err(e) => reply::status(
             StatusCode::BAD_GATEWAY,
@@ -83,7 +90,11 @@ pub async fn relay(request: Request<Incoming>, route: Option<&InferenceRoute>) -
     }
 }
 
-async fn send(request: Request<Incoming>, socket: &Path) -> Result<Response<Body>, String> {
+async fn send(
+    request: Request<Incoming>,
+    path: &str,
+    socket: &Path,
+) -> Result<Response<Body>, String> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| e.to_string())?;
@@ -96,12 +107,7 @@ async fn send(request: Request<Incoming>, socket: &Path) -> Result<Response<Body
         }
     });
     let (mut parts, body) = request.into_parts();
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .map_err(|_| "bad request target".to_string())?;
+    parts.uri = path.parse().map_err(|_| "bad request target".to_string())?;
     for name in HOP_BY_HOP {
         parts.headers.remove(*name);
     }

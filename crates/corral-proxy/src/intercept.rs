@@ -67,7 +67,8 @@ impl Interception {
         Self::new(ca, roots)
     }
 
-    fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, CaError> {
+    /// The TLS server configuration presenting a certificate for `host` signed by the CA.
+    pub(crate) fn server_config(&self, host: &str) -> Result<Arc<rustls::ServerConfig>, CaError> {
         let leaf = self.ca.leaf_for(host)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -16,7 +16,9 @@
 //! with an injected credential) is intercepted with corral's CA ([`Interception`]); each
 //! request there is an `http_request` decision, a smart-HTTP push is decided ref by ref before
 //! any of it reaches the remote, and a configured git token replaces whatever `Authorization`
-//! the agent sent. Other TLS passes through untouched.
+//! the agent sent. Other TLS passes through untouched. In a sandbox with an inference router,
+//! tunnels to the real provider hosts are intercepted too and served by the router, never
+//! reaching the host (`provider_host`).
 //!
 //! For speed, a CONNECT that opens a connection is read from the raw socket (anything else
 //! goes to hyper) and a passthrough tunnel's bytes are spliced between the sockets
@@ -34,6 +36,7 @@ mod gate;
 pub mod git_receive_pack;
 pub mod inference;
 mod intercept;
+mod provider_host;
 mod replay;
 mod reply;
 pub mod sni;
@@ -367,8 +370,8 @@ async fn route(
 ) -> hyper::Response<Body> {
     if request.method() == hyper::Method::CONNECT {
         connect::tunnel(request, shared).await
-    } else if inference::is_for_router(&request) {
-        inference::relay(request, shared.inference.as_ref()).await
+    } else if let Some(path) = inference::router_path(&request, &shared) {
+        inference::relay(request, &path, shared.inference.as_ref()).await
     } else {
         forward::forward(request, shared).await
     }

@@ -502,3 +502,173 @@ fn a_real_opencode_in_a_sandbox_completes_a_prompt_through_corral_with_no_set_up
         "{rows:?}"
     );
 }
+
+/// curl calls that ignore the base-URL settings and talk HTTPS to the real provider hosts
+/// (through the egress proxy, as any tool does): `$1` is the key, `$2` the JSON body.
+const HOST_CLIENTS: &str = r#"
+ant_host() { curl -sS -N -i --suppress-connect-headers "https://api.anthropic.com/v1/messages" -H "x-api-key: $1" -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' -d "$2"; }
+oai_host() { curl -sS -N -i --suppress-connect-headers "https://api.openai.com/v1/chat/completions" -H "Authorization: Bearer $1" -H 'content-type: application/json' -d "$2"; }
+"#;
+
+#[test]
+fn requests_to_the_real_provider_hosts_are_routed_like_base_url_requests() {
+    let setup = Setup::new();
+    let dave = add_user(&setup.gw, &setup.admin, "dave@example.com");
+    let id = setup.sandbox(&dave, "direct-hosts");
+    let script = format!(
+        r#"{HOST_CLIENTS}
+ant_host "$ANTHROPIC_API_KEY" '{{"model":"claude-direct","max_tokens":10,"messages":[{{"role":"user","content":"hi"}}]}}'
+echo; echo ===
+ant_host "$ANTHROPIC_API_KEY" '{{"model":"claude-direct-stream","stream":true,"max_tokens":10,"messages":[]}}'
+echo; echo ===
+oai_host "$OPENAI_API_KEY" '{{"model":"gpt-direct","messages":[{{"role":"user","content":"hi"}}]}}'
+echo; echo ===
+ant_host sk-ant-a-key-of-the-agent-s-own '{{"model":"claude-direct","messages":[]}}'
+echo; echo ===
+ant_host "$ANTHROPIC_API_KEY" '{{"model":"claude-forbidden-2","messages":[]}}'
+echo; echo ===
+# An absolute-URI request for the host, as a client sending plain HTTP to the proxy makes.
+curl -sS -i --noproxy '' -x http://127.0.0.1:3128 http://api.anthropic.com/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -d '{{"model":"claude-plain","messages":[]}}'
+echo; echo ===
+# A tunnel to the provider host whose TLS asks for another server: refused, no certificate.
+curl -sS -p --connect-to front.example:443:api.anthropic.com:443 https://front.example/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -d '{{"model":"claude-fronted","messages":[]}}' 2>&1 || echo "exit=$?"
+"#
+    );
+    let out = sections(&setup.exec(&dave, &id, &script));
+    assert_eq!(out.len(), 7, "{out:#?}");
+    // The fake provider's answers, JSON and streamed, through corral's certificate for the
+    // host (curl verifies it against the sandbox's bundle).
+    assert!(
+        out[0].starts_with("HTTP/1.1 200") && out[0].contains(REPLY),
+        "{}",
+        out[0]
+    );
+    let streamed: String = out[1]
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(streamed, REPLY, "{}", out[1]);
+    assert!(
+        out[2].starts_with("HTTP/1.1 200") && out[2].contains(REPLY),
+        "{}",
+        out[2]
+    );
+    assert!(
+        out[5].starts_with("HTTP/1.1 200") && out[5].contains(REPLY),
+        "{}",
+        out[5]
+    );
+    // A key the agent brought itself is refused, not passed on.
+    assert!(
+        out[3].starts_with("HTTP/1.1 401") && out[3].contains("not this sandbox's"),
+        "{}",
+        out[3]
+    );
+    // The inference policy governs: a denied model names the policy.
+    let denied = &out[4];
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    assert!(
+        denied.contains("x-corral-deny: team/inference/deny:anthropic/claude-forbidden*")
+            && denied.contains(r#""code":"denied_by_policy""#),
+        "{denied}"
+    );
+
+    assert!(out[6].contains("exit="), "{}", out[6]);
+
+    // The provider saw the allowed requests only, each with the real key of its kind.
+    let seen = setup.fake.seen();
+    let models: Vec<_> = seen.iter().map(|s| s.model.clone().unwrap()).collect();
+    assert_eq!(
+        models,
+        [
+            "claude-direct",
+            "claude-direct-stream",
+            "gpt-direct",
+            "claude-plain"
+        ],
+        "{seen:#?}"
+    );
+    for request in &seen {
+        let expected = if request.path == "/v1/messages" {
+            ANTHROPIC_KEY
+        } else {
+            OPENAI_KEY
+        };
+        assert_eq!(request.key.as_deref(), Some(expected), "{request:?}");
+    }
+    let (ai, ao) = ANTHROPIC_TOKENS;
+    let (oi, oo) = OPENAI_TOKENS;
+    assert_eq!(
+        usage(&setup, &dave, 4),
+        vec![
+            ("anthropic".into(), "claude-direct".into(), 1, ai, ao),
+            ("anthropic".into(), "claude-direct-stream".into(), 1, ai, ao),
+            ("anthropic".into(), "claude-plain".into(), 1, ai, ao),
+            ("openai".into(), "gpt-direct".into(), 1, oi, oo),
+        ]
+    );
+
+    // The audit shows the connections as routed (never a decision on a resolved address:
+    // the hosts were not looked up) and each request's inference decision.
+    let audit = std::fs::read_to_string(
+        setup
+            .root
+            .path()
+            .join("data/sandboxes")
+            .join(&id)
+            .join("audit.jsonl"),
+    )
+    .unwrap();
+    let events: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let connects: Vec<_> = events
+        .iter()
+        .filter(|e| e["action"] == "connect")
+        .map(|e| (e["resource"].as_str().unwrap(), e["policies"].to_string()))
+        .collect();
+    assert!(!connects.is_empty(), "{audit}");
+    for (resource, policies) in &connects {
+        let fronted =
+            (*resource, policies.as_str()) == ("front.example:443", r#"["sni-mismatch"]"#);
+        let routed = [
+            "api.anthropic.com:443",
+            "api.openai.com:443",
+            "api.anthropic.com:80",
+        ]
+        .contains(resource)
+            && policies == r#"["inference-router"]"#;
+        assert!(fronted || routed, "{audit}");
+    }
+    assert!(
+        connects.iter().any(|(r, _)| *r == "front.example:443"),
+        "{audit}"
+    );
+    assert!(
+        events.iter().any(|e| e["action"] == "inference"
+            && e["resource"] == "anthropic/claude-forbidden-2"
+            && e["decision"] == "deny"),
+        "{audit}"
+    );
+
+    // Without a provider of the host's kind, the agent is told which one to add.
+    let url = setup.gw.api("/providers/anthropic");
+    let (status, body) = call("DELETE", &url, Some(&setup.admin), &[], None);
+    assert_eq!(status, 204, "{body}");
+    let out = setup.exec(
+        &dave,
+        &id,
+        &format!(
+            "{HOST_CLIENTS}\nant_host \"$ANTHROPIC_API_KEY\" '{{\"model\":\"claude-direct\",\"messages\":[]}}'"
+        ),
+    );
+    assert!(
+        out.starts_with("HTTP/1.1 404")
+            && out.contains("corral provider add anthropic --kind anthropic"),
+        "{out}"
+    );
+    assert_eq!(setup.fake.seen().len(), 4);
+}

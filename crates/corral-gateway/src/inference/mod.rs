@@ -6,13 +6,15 @@
 //! sandbox's placeholder key, its per-sandbox rate and its owner's budget, decides
 //! `inference` (provider, model) with the sandbox's profile (recorded in its audit log),
 //! rewrites a model alias, swaps the placeholder for the provider's real key, and streams the
-//! provider's answer back unbuffered while counting the tokens it reports.
+//! provider's answer back unbuffered while counting the tokens it reports. Requests a tool
+//! sent to the real provider hosts arrive as `/inference/@KIND/...` (`by_kind`).
 //!
 //! Threat model: everything on the socket comes from a possibly hostile agent. It never sees a
 //! real key: keys are sealed at rest ([`keys`]), opened only to build the upstream request
 //! (marked sensitive, never logged), and the sandbox's environment holds only its placeholder.
 //! A placeholder works only on its own sandbox's socket. Denials name the policy.
 
+mod by_kind;
 pub mod keys;
 mod meter;
 mod route;
@@ -195,15 +197,9 @@ impl Inference {
 
 /// The variables for `providers` (not empty) with the sandbox's `placeholder`.
 fn environment(providers: &[Provider], placeholder: &str) -> Vec<(String, String)> {
-    let pick = |kind: &str, matches: fn(ProviderKind) -> bool| {
-        providers
-            .iter()
-            .find(|p| p.name == kind && matches(p.kind))
-            .or_else(|| providers.iter().find(|p| matches(p.kind)))
-    };
     let mut env = vec![("CORRAL_INFERENCE_URL".to_owned(), ROUTER_URL.to_owned())];
-    let anthropic = pick("anthropic", |k| k == ProviderKind::Anthropic);
-    let openai = pick("openai", ProviderKind::is_openai);
+    let anthropic = by_kind::pick(providers, "anthropic");
+    let openai = by_kind::pick(providers, "openai");
     if let Some(p) = anthropic {
         env.push((
             "ANTHROPIC_BASE_URL".into(),

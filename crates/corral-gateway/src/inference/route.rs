@@ -18,6 +18,7 @@ use http_body_util::Full;
 use hyper::body::{Frame, Incoming};
 use serde_json::Value;
 
+use super::by_kind;
 use super::meter::Meter;
 use super::upstream::{self, Destination};
 use super::{Inference, today};
@@ -164,7 +165,7 @@ fn facts(store: &Store, id: &str, provider: &str, day: &str) -> Result<Option<Fa
     let Some(sandbox) = store.sandbox(id)? else {
         return Ok(None);
     };
-    let Some(provider) = store.provider(provider)? else {
+    let Some(provider) = by_kind::find(store, provider)? else {
         return Ok(None);
     };
     let budget = store.budget(sandbox.owner_id)?;
@@ -197,10 +198,7 @@ async fn forward(route: &SandboxRoute, request: Request) -> Result<Response, Ref
             .map_err(|e| Refused::Internal(e.to_string()))?
     };
     let Some(facts) = facts else {
-        return Err(Refused::NotFound(format!(
-            "no provider named {provider_name:?} (an admin adds one with `corral provider add`; \
-             `corral provider list` shows them)"
-        )));
+        return Err(Refused::NotFound(by_kind::missing(&provider_name)));
     };
     let keys = inference
         .keys()
