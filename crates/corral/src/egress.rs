@@ -112,9 +112,8 @@ impl InProcessEgress {
                 (Err(format!("{e:#}")), None)
             }
         };
-        let dir = tempfile::Builder::new()
-            .prefix("corral-egress-")
-            .tempdir()
+        crate::scratch::remove_stale(&std::env::temp_dir());
+        let dir = crate::scratch::directory("egress")
             .context("cannot create a private directory for the egress socket")?;
         let socket = dir.path().join("egress.sock");
         let listener = EgressProxy::bind(&socket)
@@ -239,9 +238,7 @@ fn prepare_ca(
     use std::os::unix::fs::PermissionsExt;
     let ca_dir = ca_dir.context("no CA directory (set HOME, XDG_DATA_HOME or --ca-dir)")?;
     let ca = Arc::new(CertificateAuthority::load_or_create(ca_dir)?);
-    let dir = tempfile::Builder::new()
-        .prefix("corral-ca-")
-        .tempdir()
+    let dir = crate::scratch::directory("ca")
         .context("cannot create a directory for the sandbox's CA bundle")?;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
         .context("cannot open the CA bundle's directory to the sandbox")?;

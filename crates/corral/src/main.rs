@@ -14,6 +14,7 @@ mod inference_cmd;
 mod policy_cmd;
 mod run_cmd;
 mod sandbox_cmd;
+mod scratch;
 mod table;
 mod up_cmd;
 
