@@ -39,7 +39,7 @@ pub fn parse_size(text: &str) -> Result<u64, PolicyError> {
 /// Formats a byte count the way [`parse_size`] reads it, exactly when it can (`2560M`).
 pub fn format_size(bytes: u64) -> String {
     for &(unit, multiplier) in UNITS.iter().rev() {
-        if bytes >= multiplier && bytes % multiplier == 0 {
+        if bytes >= multiplier && bytes.is_multiple_of(multiplier) {
             return format!("{}{unit}", bytes / multiplier);
         }
     }

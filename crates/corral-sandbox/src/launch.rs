@@ -254,10 +254,11 @@ fn wait_relaying_signals(child: Pid, relayed: &SigSet) -> i32 {
         };
         let sent_by_process =
             code == libc::SI_USER || code == libc::SI_QUEUE || code == libc::SI_TKILL;
-        if signal != libc::SIGCHLD && sent_by_process {
-            if let Ok(signal) = Signal::try_from(signal) {
-                let _ = kill(child, signal);
-            }
+        if signal != libc::SIGCHLD
+            && sent_by_process
+            && let Ok(signal) = Signal::try_from(signal)
+        {
+            let _ = kill(child, signal);
         }
     }
 }
