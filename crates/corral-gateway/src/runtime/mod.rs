@@ -19,8 +19,10 @@ mod exec;
 mod extract;
 mod files;
 mod idle;
+mod lifecycle;
 mod logs;
 mod process;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
@@ -37,6 +39,7 @@ use tokio::sync::watch;
 pub use attach::{Terminal, TerminalCommand, TerminalEnd, TerminalSize};
 pub use exec::{ExecOutput, MAX_OUTPUT};
 pub use files::{Download, FilesError, SandboxFiles};
+pub use lifecycle::{Cause, Lifecycle, because};
 pub use logs::LogCursor;
 
 use crate::agents::AgentTemplate;
@@ -189,6 +192,7 @@ pub struct Runtime {
     git_tokens: BTreeMap<String, GitTokenSource>,
     inference: std::sync::OnceLock<Arc<crate::inference::Inference>>,
     terminals: attach::AttachedTerminals,
+    lifecycle: Lifecycle,
 }
 
 impl Runtime {
@@ -213,6 +217,7 @@ impl Runtime {
             git_tokens: config.git_tokens.clone(),
             inference: std::sync::OnceLock::new(),
             terminals: attach::AttachedTerminals::default(),
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -349,7 +354,7 @@ impl Runtime {
                         // the start.
                         let (runtime, id) = (self.clone(), sandbox.id.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = runtime.stop(&id).await {
+                            if let Err(e) = because(Cause::Reconcile, runtime.stop(&id)).await {
                                 tracing::error!(sandbox = %id, error = %e, "cannot finish the stop");
                             }
                         });
@@ -362,6 +367,7 @@ impl Runtime {
                         let state = if stopping { STOPPED } else { EXITED };
                         self.db(move |s| s.mark_ended(&id, process, state, None))
                             .await?;
+                        self.lifecycle.stopped_because(Cause::Reconcile);
                     }
                     tracing::info!(sandbox = %sandbox.id, "sandbox ended while the gateway was down");
                 }
@@ -421,6 +427,8 @@ impl Runtime {
             .arg(paths.ingress())
             .arg("--audit-log")
             .arg(paths.audit())
+            .arg("--traffic-log")
+            .arg(paths.traffic())
             .arg("--ca-dir")
             .arg(&self.ca_dir)
             // The data dir holds the store and every other sandbox's workspace.
@@ -479,6 +487,7 @@ impl Runtime {
             return Err(RuntimeError::NotFound(id.to_owned()));
         }
         tracing::info!(sandbox = %id, pid, "sandbox started");
+        self.lifecycle.started();
         let ended = self.watch_child(id.to_owned(), process, child);
         wait_until_ready(&paths.control(), ended).await;
         if first_start {
@@ -531,6 +540,7 @@ impl Runtime {
             process::signal_group(watched.process, Signal::SIGKILL);
             let _ = tokio::time::timeout(KILL_GRACE, ended.wait_for(|e| *e)).await;
         }
+        self.lifecycle.stopped();
         Ok(())
     }
 
@@ -656,6 +666,9 @@ impl Runtime {
             } else {
                 (EXITED, code)
             };
+            if state == EXITED {
+                runtime.lifecycle.stopped_because(Cause::Exited);
+            }
             // Sockets a killed `corral run` left go while this process still counts as
             // running, so no new start can have made new ones yet. Then it is forgotten, so a
             // start from now on starts anew; the record only changes if it is still about

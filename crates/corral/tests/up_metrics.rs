@@ -1,0 +1,197 @@
+//! `/metrics` of a real gateway: a sandbox's allowed and denied connections (curl through its
+//! egress proxy, forwarded and tunnelled) show up as policy decisions by action and outcome
+//! and as its egress bytes; API starts, stops and deletes as starts and stops by cause; and
+//! the page is for admins only.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use corral_testkit::Gateway;
+use corral_testkit::gateway::{SandboxReaper, add_user, call, delete, post};
+use corral_testkit::ingress::{address, get_at};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_corral");
+/// Size of the body the local server sends.
+const BODY: usize = 300_000;
+/// Hang guard for counts that arrive after the connection ends.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A server on loopback answering every request with [`BODY`] bytes; its port.
+fn serve_body() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes());
+                let _ = stream.write_all(&vec![b'x'; BODY]);
+            });
+        }
+    });
+    port
+}
+
+/// The value of the series `name` (name and labels exactly as exposed), 0 when absent.
+fn value(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+fn scrape(gw: &Gateway, token: &str) -> String {
+    let page = get_at(gw, &address(gw), "/metrics", Some(token), &[]);
+    assert_eq!(page.status, 200, "{page:?}");
+    page.body
+}
+
+/// Scrapes until `series` has grown by at least `by` over `before` (they are counted when
+/// connections end, after curl is done) and returns that scrape.
+fn scrape_until(gw: &Gateway, token: &str, before: &str, series: &str, by: u64) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let metrics = scrape(gw, token);
+        if value(&metrics, series) >= value(before, series) + by {
+            return metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} not +{by} in\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn decisions_egress_bytes_starts_and_stops_are_counted() {
+    let port = serve_body();
+    let root = tempfile::tempdir().unwrap();
+    let profile = root.path().join("local.toml");
+    std::fs::write(
+        &profile,
+        format!(
+            "extends = \"moderate\"\n[network]\nallow = [\"127.0.0.1:{port}\"]\n\
+             allow_private = [\"127.0.0.1\"]\n"
+        ),
+    )
+    .unwrap();
+    let config = root.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!("[profiles]\nlocal = \"{}\"\n", profile.display()),
+    )
+    .unwrap();
+    let data = root.path().join("data");
+    let gw = Gateway::start(
+        Path::new(BIN),
+        &data,
+        &["--config", config.to_str().unwrap()],
+        &[],
+    );
+    let _reaper = SandboxReaper(data.clone());
+    let admin = gw.printed_token.clone().unwrap();
+
+    // For admins only: it names sandboxes.
+    let anonymous = get_at(&gw, &address(&gw), "/metrics", None, &[]);
+    assert_eq!(anonymous.status, 401, "{anonymous:?}");
+    assert!(anonymous.body.contains("admin"), "{}", anonymous.body);
+    let alice = add_user(&gw, &admin, "metrics-alice@example.com");
+    let user = get_at(&gw, &address(&gw), "/metrics", Some(&alice), &[]);
+    assert_eq!(user.status, 403, "{user:?}");
+
+    let before = scrape(&gw, &admin);
+    let (status, created) = post(
+        &gw.api("/sandboxes"),
+        &admin,
+        json!({ "name": "metrics-egress", "profile": "local" }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let start = gw.api(&format!("/sandboxes/{id}/start"));
+    for _ in 0..2 {
+        // The second start finds it running: not a start.
+        let (status, started) = call("POST", &start, Some(&admin), &[], None);
+        assert_eq!((status, &started["state"]), (200, &json!("running")));
+    }
+
+    // Forwarded (absolute URI), tunnelled (CONNECT, spliced), and a denied CONNECT.
+    let url = format!("http://127.0.0.1:{port}/big");
+    let curl = "curl -sS --noproxy '' -x http://127.0.0.1:3128 -o /dev/null -w '%{http_code} %{size_download}\\n'";
+    let script = format!("{curl} {url}; {curl} -p {url}; {curl} -p http://denied.example/ 2>&1");
+    let no_proxy = json!({ "NO_PROXY": "", "no_proxy": "" });
+    let (status, ran) = post(
+        &gw.api(&format!("/sandboxes/{id}/exec")),
+        &admin,
+        json!({ "argv": ["sh", "-c", script], "env": no_proxy }),
+    );
+    assert_eq!(status, 200, "{ran}");
+    let stdout = ran["stdout"].as_str().unwrap();
+    let downloaded = format!("200 {BODY}\n");
+    assert!(
+        stdout.starts_with(&format!("{downloaded}{downloaded}")),
+        "{ran}"
+    );
+    assert!(stdout.contains("403"), "the denied host was refused: {ran}");
+
+    let down = format!("corral_egress_bytes_total{{sandbox=\"{id}\",direction=\"down\"}}");
+    let up = format!("corral_egress_bytes_total{{sandbox=\"{id}\",direction=\"up\"}}");
+    let after = scrape_until(&gw, &admin, &before, &down, 2 * BODY as u64);
+    assert!(value(&after, &up) > 0, "{after}");
+    let grew = |series: &str| value(&after, series) - value(&before, series);
+    let decisions = [
+        ("connect", "allow", 2),
+        ("connect", "deny", 1),
+        ("http_request", "allow", 1),
+    ];
+    for (action, outcome, count) in decisions {
+        let series =
+            format!("corral_policy_decisions_total{{action=\"{action}\",outcome=\"{outcome}\"}}");
+        assert_eq!(grew(&series), count, "{series} in\n{after}");
+    }
+    assert_eq!(
+        grew("corral_sandbox_starts_total{cause=\"api\"}"),
+        1,
+        "{after}"
+    );
+
+    // Stop, start again, then delete while it runs.
+    let stop = gw.api(&format!("/sandboxes/{id}/stop"));
+    let (status, stopped) = call("POST", &stop, Some(&admin), &[], None);
+    assert_eq!((status, &stopped["state"]), (200, &json!("stopped")));
+    let (status, _) = call("POST", &stop, Some(&admin), &[], None);
+    assert_eq!(status, 200, "a second stop finds nothing to stop");
+    let (status, _) = call("POST", &start, Some(&admin), &[], None);
+    assert_eq!(status, 200);
+    let (status, deleted) = delete(&gw.api(&format!("/sandboxes/{id}?purge=true")), &admin);
+    assert!(status == 200 || status == 204, "{status} {deleted}");
+    let last = scrape(&gw, &admin);
+    let grew = |series: &str| value(&last, series) - value(&before, series);
+    assert_eq!(
+        grew("corral_sandbox_starts_total{cause=\"api\"}"),
+        2,
+        "{last}"
+    );
+    assert_eq!(
+        grew("corral_sandbox_stops_total{cause=\"api\"}"),
+        1,
+        "{last}"
+    );
+    assert_eq!(
+        grew("corral_sandbox_stops_total{cause=\"delete\"}"),
+        1,
+        "{last}"
+    );
+    assert!(!last.contains(&format!("sandbox=\"{id}\"")), "{last}");
+}
