@@ -400,14 +400,14 @@ mod tests {
             traffic,
         }];
         usage.collect(&logs);
-        let text = text(&usage);
+        let exposed = text(&usage);
         assert!(
-            text.contains("egress_bytes_total{sandbox=\"web\",direction=\"up\"} 15"),
-            "{text}"
+            exposed.contains("egress_bytes_total{sandbox=\"web\",direction=\"up\"} 15"),
+            "{exposed}"
         );
         assert!(
-            text.contains("egress_bytes_total{sandbox=\"web\",direction=\"down\"} 1000"),
-            "{text}"
+            exposed.contains("egress_bytes_total{sandbox=\"web\",direction=\"down\"} 1000"),
+            "{exposed}"
         );
         usage.collect(&[]);
         assert!(!text(&usage).contains("sandbox=\"web\""));
