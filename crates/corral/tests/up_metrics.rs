@@ -5,11 +5,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corral_testkit::Gateway;
-use corral_testkit::gateway::{SandboxReaper, add_user, call, delete, post};
+use corral_testkit::gateway::{SandboxReaper, add_user, call, delete, post, sandbox_processes};
 use corral_testkit::ingress::{address, get_at};
 use serde_json::json;
 
@@ -74,11 +74,9 @@ fn scrape_until(gw: &Gateway, token: &str, before: &str, series: &str, by: u64) 
     }
 }
 
-#[test]
-fn decisions_egress_bytes_starts_and_stops_are_counted() {
-    let port = serve_body();
-    let root = tempfile::tempdir().unwrap();
-    let profile = root.path().join("local.toml");
+/// `root/gateway.toml`, naming profile `local`: moderate, plus the server at `port`.
+fn config_allowing(root: &Path, port: u16) -> PathBuf {
+    let profile = root.join("local.toml");
     std::fs::write(
         &profile,
         format!(
@@ -87,19 +85,66 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
         ),
     )
     .unwrap();
-    let config = root.path().join("gateway.toml");
+    let config = root.join("gateway.toml");
     std::fs::write(
         &config,
         format!("[profiles]\nlocal = \"{}\"\n", profile.display()),
     )
     .unwrap();
-    let data = root.path().join("data");
-    let gw = Gateway::start(
+    config
+}
+
+fn start_gateway(data: &Path, config: &Path) -> Gateway {
+    Gateway::start(
         Path::new(BIN),
-        &data,
+        data,
         &["--config", config.to_str().unwrap()],
         &[],
+    )
+}
+
+/// A new sandbox with profile `local`, started; its id.
+fn started_sandbox(gw: &Gateway, admin: &str, name: &str) -> String {
+    let (status, created) = post(
+        &gw.api("/sandboxes"),
+        admin,
+        json!({ "name": name, "profile": "local" }),
     );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let start = gw.api(&format!("/sandboxes/{id}/start"));
+    let (status, started) = call("POST", &start, Some(admin), &[], None);
+    assert_eq!((status, &started["state"]), (200, &json!("running")));
+    id
+}
+
+/// Runs `script` in the sandbox with curl's proxy exceptions cleared (the server is on
+/// loopback: reached through the proxy); its stdout.
+fn run(gw: &Gateway, admin: &str, id: &str, script: &str) -> String {
+    let no_proxy = json!({ "NO_PROXY": "", "no_proxy": "" });
+    let (status, ran) = post(
+        &gw.api(&format!("/sandboxes/{id}/exec")),
+        admin,
+        json!({ "argv": ["sh", "-c", script], "env": no_proxy }),
+    );
+    assert_eq!(status, 200, "{ran}");
+    ran["stdout"].as_str().unwrap().to_owned()
+}
+
+/// A curl through the sandbox's egress proxy printing the status and the bytes downloaded.
+const CURL: &str = "curl -sS --noproxy '' -x http://127.0.0.1:3128 -o /dev/null -w '%{http_code} %{size_download}\\n'";
+
+fn decisions(action: &str, outcome: &str) -> String {
+    format!("corral_policy_decisions_total{{action=\"{action}\",outcome=\"{outcome}\"}}")
+}
+
+#[test]
+fn decisions_egress_bytes_starts_and_stops_are_counted() {
+    let port = serve_body();
+    let root = tempfile::tempdir().unwrap();
+    let config = config_allowing(root.path(), port);
+    let data = root.path().join("data");
+    let gw = start_gateway(&data, &config);
     let _reaper = SandboxReaper(data.clone());
     let admin = gw.printed_token.clone().unwrap();
 
@@ -112,38 +157,25 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
     assert_eq!(user.status, 403, "{user:?}");
 
     let before = scrape(&gw, &admin);
-    let (status, created) = post(
-        &gw.api("/sandboxes"),
-        &admin,
-        json!({ "name": "metrics-egress", "profile": "local" }),
-    );
-    assert_eq!(status, 201, "{created}");
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = started_sandbox(&gw, &admin, "metrics-egress");
     let start = gw.api(&format!("/sandboxes/{id}/start"));
-    for _ in 0..2 {
-        // The second start finds it running: not a start.
-        let (status, started) = call("POST", &start, Some(&admin), &[], None);
-        assert_eq!((status, &started["state"]), (200, &json!("running")));
-    }
+    // A second start finds it running: not a start.
+    let (status, started) = call("POST", &start, Some(&admin), &[], None);
+    assert_eq!((status, &started["state"]), (200, &json!("running")));
 
     // Forwarded (absolute URI), tunnelled (CONNECT, spliced), and a denied CONNECT.
     let url = format!("http://127.0.0.1:{port}/big");
-    let curl = "curl -sS --noproxy '' -x http://127.0.0.1:3128 -o /dev/null -w '%{http_code} %{size_download}\\n'";
-    let script = format!("{curl} {url}; {curl} -p {url}; {curl} -p http://denied.example/ 2>&1");
-    let no_proxy = json!({ "NO_PROXY": "", "no_proxy": "" });
-    let (status, ran) = post(
-        &gw.api(&format!("/sandboxes/{id}/exec")),
-        &admin,
-        json!({ "argv": ["sh", "-c", script], "env": no_proxy }),
-    );
-    assert_eq!(status, 200, "{ran}");
-    let stdout = ran["stdout"].as_str().unwrap();
+    let script = format!("{CURL} {url}; {CURL} -p {url}; {CURL} -p http://denied.example/ 2>&1");
+    let stdout = run(&gw, &admin, &id, &script);
     let downloaded = format!("200 {BODY}\n");
     assert!(
         stdout.starts_with(&format!("{downloaded}{downloaded}")),
-        "{ran}"
+        "{stdout}"
     );
-    assert!(stdout.contains("403"), "the denied host was refused: {ran}");
+    assert!(
+        stdout.contains("403"),
+        "the denied host was refused: {stdout}"
+    );
 
     let down = format!("corral_egress_bytes_total{{sandbox=\"{id}\",direction=\"down\"}}");
     let up = format!("corral_egress_bytes_total{{sandbox=\"{id}\",direction=\"up\"}}");
@@ -156,8 +188,7 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
         ("http_request", "allow", 1),
     ];
     for (action, outcome, count) in decisions {
-        let series =
-            format!("corral_policy_decisions_total{{action=\"{action}\",outcome=\"{outcome}\"}}");
+        let series = self::decisions(action, outcome);
         assert_eq!(grew(&series), count, "{series} in\n{after}");
     }
     assert_eq!(
@@ -194,4 +225,69 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
         "{last}"
     );
     assert!(!last.contains(&format!("sandbox=\"{id}\"")), "{last}");
+}
+
+#[test]
+fn a_restarted_gateway_counts_no_old_decision_again_and_each_end_once() {
+    let port = serve_body();
+    let root = tempfile::tempdir().unwrap();
+    let config = config_allowing(root.path(), port);
+    let data = root.path().join("data");
+    let gw = start_gateway(&data, &config);
+    let _reaper = SandboxReaper(data.clone());
+    let admin = gw.printed_token.clone().unwrap();
+    let id = started_sandbox(&gw, &admin, "metrics-restart");
+    let url = format!("http://127.0.0.1:{port}/");
+    let down = format!("corral_egress_bytes_total{{sandbox=\"{id}\",direction=\"down\"}}");
+    let stdout = run(&gw, &admin, &id, &format!("{CURL} -p {url}"));
+    assert_eq!(stdout, format!("200 {BODY}\n"));
+    scrape_until(&gw, &admin, "", &down, BODY as u64);
+
+    // The gateway dies; so does the sandbox while no gateway runs.
+    gw.stop_with("KILL");
+    for pid in sandbox_processes(&data) {
+        let killed = std::process::Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{pid}")])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+    let deadline = Instant::now() + LIMIT;
+    while !sandbox_processes(&data).is_empty() {
+        assert!(Instant::now() < deadline, "the sandbox outlived SIGKILL");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The new gateway counts the end it found once, and what was recorded before it started
+    // not at all; then what happens from now on.
+    let gw = start_gateway(&data, &config);
+    let restarted = scrape(&gw, &admin);
+    assert_eq!(
+        value(
+            &restarted,
+            "corral_sandbox_stops_total{cause=\"reconcile\"}"
+        ),
+        1,
+        "{restarted}"
+    );
+    assert_eq!(
+        value(&restarted, &decisions("connect", "allow")),
+        0,
+        "{restarted}"
+    );
+    assert_eq!(value(&restarted, &down), 0, "{restarted}");
+    let start = gw.api(&format!("/sandboxes/{id}/start"));
+    let (status, _) = call("POST", &start, Some(&admin), &[], None);
+    assert_eq!(status, 200);
+    let stdout = run(&gw, &admin, &id, &format!("{CURL} -p {url}"));
+    assert_eq!(stdout, format!("200 {BODY}\n"));
+    let after = scrape_until(&gw, &admin, &restarted, &down, BODY as u64);
+    assert_eq!(value(&after, &decisions("connect", "allow")), 1, "{after}");
+    assert_eq!(
+        value(&after, "corral_sandbox_starts_total{cause=\"api\"}"),
+        1,
+        "{after}"
+    );
+    let again = scrape(&gw, &admin);
+    assert_eq!(value(&again, &down), value(&after, &down), "counted once");
 }
