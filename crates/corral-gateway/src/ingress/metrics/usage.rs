@@ -25,8 +25,10 @@
 //!   replaced a rotated or purged log) is read from its start; a file shorter than the
 //!   offset (truncated) too. Lines appended to a file after the last scrape and before it
 //!   was replaced are not counted; nothing is counted twice.
-//! - A deleted sandbox's series (and offsets) go at the next scrape, when the store no
-//!   longer holds it.
+//! - A deleted sandbox's series go at the next scrape, when the store no longer holds it.
+//!   Its offsets stay (a few dozen bytes, until the gateway restarts), so a sandbox created
+//!   again under the same name, in the directory a delete without purge left, goes on from
+//!   where the deleted one stopped instead of counting its history again.
 //!
 //! Labels: decisions by action (one of the actions corral decides, else `other`) and
 //! outcome (`allow`, `deny`, `audit-deny`, else `other`), so the files cannot grow the label
@@ -149,6 +151,8 @@ impl Cursor {
 struct Followed {
     audit: Cursor,
     traffic: Cursor,
+    /// The sandbox was deleted (its series removed).
+    gone: bool,
 }
 
 /// A sandbox to read: its id, audit log and traffic log.
@@ -181,6 +185,7 @@ impl Usage {
                 let at_end = Followed {
                     audit: Cursor::at_end(&audit),
                     traffic: Cursor::at_end(&traffic),
+                    gone: false,
                 };
                 (id, at_end)
             })
@@ -215,15 +220,15 @@ impl Usage {
     pub fn collect(&self, sandboxes: &[SandboxLogs]) {
         let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
         let live: HashSet<&str> = sandboxes.iter().map(|s| s.id.as_str()).collect();
-        followed.retain(|id, _| {
-            let keep = live.contains(id.as_str());
-            if !keep {
+        for (id, files) in followed.iter_mut() {
+            if !files.gone && !live.contains(id.as_str()) {
+                files.gone = true;
                 self.forget(id);
             }
-            keep
-        });
+        }
         for sandbox in sandboxes {
             let files = followed.entry(sandbox.id.clone()).or_default();
+            files.gone = false;
             match files.audit.read_new(&sandbox.audit) {
                 Ok(lines) => self.count_decisions(&lines),
                 Err(e) => {
@@ -410,6 +415,19 @@ mod tests {
             "{exposed}"
         );
         usage.collect(&[]);
+        assert!(!text(&usage).contains("sandbox=\"web\""), "deleted");
+        // Created again under the same name, in the same directory: only what is new counts.
+        usage.collect(&logs);
         assert!(!text(&usage).contains("sandbox=\"web\""));
+        append(
+            &logs[0].traffic,
+            "{\"host\":\"h\",\"port\":443,\"sent\":1,\"received\":2}\n",
+        );
+        usage.collect(&logs);
+        assert!(
+            text(&usage).contains("egress_bytes_total{sandbox=\"web\",direction=\"down\"} 2"),
+            "{}",
+            text(&usage)
+        );
     }
 }
