@@ -1,7 +1,7 @@
 //! `/metrics` of a real gateway: a sandbox's allowed and denied connections (curl through its
 //! egress proxy, forwarded and tunnelled) show up as policy decisions by action and outcome
-//! and as its egress bytes; API starts, stops and deletes as starts and stops by cause; and
-//! the page is for admins only.
+//! and as its egress bytes; API starts, stops and deletes, a command that ends by itself and
+//! a gateway restart as starts and stops by cause; and the page is for admins only.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -225,6 +225,28 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
         "{last}"
     );
     assert!(!last.contains(&format!("sandbox=\"{id}\"")), "{last}");
+
+    // A sandbox whose command ends by itself.
+    let (status, created) = post(
+        &gw.api("/sandboxes"),
+        &admin,
+        json!({ "name": "metrics-exits", "command": ["sh", "-c", "exit 3"] }),
+    );
+    assert_eq!(status, 201, "{created}");
+    let exits = created["id"].as_str().unwrap();
+    let (status, _) = call(
+        "POST",
+        &gw.api(&format!("/sandboxes/{exits}/start")),
+        Some(&admin),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200);
+    let exited = "corral_sandbox_stops_total{cause=\"exited\"}";
+    let ended = scrape_until(&gw, &admin, &last, exited, 1);
+    assert_eq!(value(&ended, exited) - value(&last, exited), 1, "{ended}");
+    let starts = "corral_sandbox_starts_total{cause=\"api\"}";
+    assert_eq!(value(&ended, starts) - value(&last, starts), 1, "{ended}");
 }
 
 #[test]
