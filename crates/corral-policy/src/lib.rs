@@ -33,6 +33,7 @@ mod profile;
 mod reload;
 mod rules;
 mod size;
+mod traffic;
 
 pub use audit::{AuditEvent, AuditLog, AuditLogError};
 pub use compile::{CompiledPolicy, SANDBOX_HOME, WORKSPACE, compile};
@@ -51,3 +52,4 @@ pub use rules::{
     PushRule, glob_matches, is_non_public, normalize_host,
 };
 pub use size::{format_size, parse_size};
+pub use traffic::{TrafficLog, TrafficLogError, TrafficRecord};

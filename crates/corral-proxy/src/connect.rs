@@ -19,6 +19,7 @@ use crate::intercept::{serve_http, serve_tls};
 use crate::provider_host::{self, RoutedHost};
 use crate::replay::Replay;
 use crate::sni::{FirstBytes, inspect};
+use crate::traffic::{Metered, Tally, add_relayed};
 use crate::{Body, Shared, reply};
 
 /// Bytes copied per read in each direction of a tunnel that cannot splice (its client is
@@ -214,24 +215,36 @@ async fn serve<C: Client>(mut client: C, mut first: Vec<u8>, tunnel: Tunnel, sha
             let upstream = Upstream::new(target, Arc::clone(&shared.gate), None, Some(upstream));
             serve_http(Replay::new(first, client), upstream, shared).await
         }
-        _ => pass_through(client, first, upstream).await,
+        _ => {
+            let tally = shared.gate.tally(&target.host, target.port);
+            pass_through(client, first, upstream, tally).await
+        }
     }
 }
 
 /// Relays a tunnel untouched, `first` (already read from the client) first: spliced between
-/// the sockets when the client is one, copied otherwise.
-async fn pass_through<C: Client>(client: C, first: Vec<u8>, mut upstream: TcpStream) {
+/// the sockets when the client is one, copied otherwise; its bytes are added to `tally`.
+async fn pass_through<C: Client>(
+    client: C,
+    first: Vec<u8>,
+    mut upstream: TcpStream,
+    mut tally: Option<Tally>,
+) {
     if upstream.write_all(&first).await.is_err() {
         return;
     }
+    if let Some(tally) = &mut tally {
+        tally.add(first.len() as u64, 0);
+    }
     match client.into_socket() {
         Ok(Socket::Unix(client)) => {
-            let _ = corral_splice::relay(&client, &upstream).await;
+            add_relayed(&mut tally, corral_splice::relay(&client, &upstream).await);
         }
         Ok(Socket::Tcp(client)) => {
-            let _ = corral_splice::relay(&client, &upstream).await;
+            add_relayed(&mut tally, corral_splice::relay(&client, &upstream).await);
         }
         Err(mut client) => {
+            let mut upstream = Metered::new(upstream, tally);
             let _ = tokio::io::copy_bidirectional_with_sizes(
                 &mut client,
                 &mut upstream,

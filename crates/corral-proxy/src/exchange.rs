@@ -26,6 +26,7 @@ use rustls::pki_types::ServerName;
 use crate::credentials::Credentials;
 use crate::gate::{Gate, Refusal, normalize};
 use crate::git_receive_pack::{self, PushCommands};
+use crate::traffic::Metered;
 use crate::{Body, reply};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) that a proxy must not pass on.
@@ -125,6 +126,7 @@ impl Upstream {
             Some(tcp) => tcp,
             None => self.gate.open(&self.target.host, self.target.port).await?,
         };
+        let tcp = Metered::new(tcp, self.gate.tally(&self.target.host, self.target.port));
         let unreachable = |e: &dyn std::fmt::Display| {
             Refusal::Unreachable(format!("{}:{}: {e}", self.target.host, self.target.port))
         };

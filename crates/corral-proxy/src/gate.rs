@@ -3,12 +3,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use corral_policy::{
     Action, AuditEvent, AuditLog, Decision, PolicyEngine, PolicyHandle, Request, SandboxIdentity,
+    TrafficLog,
 };
+
+use crate::traffic::Tally;
 
 /// Decisions remembered per policy before the cache starts over (bounds memory for a sandbox
 /// trying many hosts).
@@ -43,6 +46,9 @@ pub struct Gate {
     sandbox: SandboxIdentity,
     policy: Arc<PolicyHandle>,
     audit: Option<Arc<AuditLog>>,
+    /// Where each upstream connection's byte counts go when it ends (set once, while the
+    /// proxy is built).
+    traffic: OnceLock<Arc<TrafficLog>>,
     connect_timeout: Duration,
     cache: Mutex<DecisionCache>,
 }
@@ -70,9 +76,22 @@ impl Gate {
             sandbox,
             policy,
             audit,
+            traffic: OnceLock::new(),
             connect_timeout,
             cache: Mutex::new(DecisionCache::default()),
         }
+    }
+
+    /// Records every upstream connection's byte counts to `log` from now on (only the first
+    /// log set counts).
+    pub(crate) fn count_traffic(&self, log: Arc<TrafficLog>) {
+        let _ = self.traffic.set(log);
+    }
+
+    /// A tally for a new upstream connection to `host:port` (none without a traffic log).
+    pub(crate) fn tally(&self, host: &str, port: u16) -> Option<Tally> {
+        let log = self.traffic.get()?;
+        Some(Tally::new(Arc::clone(log), host, port))
     }
 
     /// The sandbox's id, for logs.

@@ -40,12 +40,13 @@ mod provider_host;
 mod replay;
 mod reply;
 pub mod sni;
+mod traffic;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use corral_policy::{AuditLog, PolicyHandle, SandboxIdentity};
+use corral_policy::{AuditLog, PolicyHandle, SandboxIdentity, TrafficLog};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
@@ -145,6 +146,13 @@ impl EgressProxy {
         let shared = Arc::make_mut(&mut self.shared);
         shared.interception = interception.map(Arc::new);
         shared.credentials = credentials;
+        self
+    }
+
+    /// Writes the bytes each upstream connection carried to `log` when it ends (see
+    /// [`corral_policy::TrafficRecord`]).
+    pub fn with_traffic_log(self, log: Arc<TrafficLog>) -> Self {
+        self.shared.gate.count_traffic(log);
         self
     }
 

@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::echo_http_server;
-use corral_policy::{AuditEvent, AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
+use corral_policy::{
+    AuditEvent, AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity, TrafficLog,
+    TrafficRecord,
+};
 use corral_proxy::ca::CertificateAuthority;
 use corral_proxy::{Credentials, EgressProxy, Interception, ProxyLimits};
 use corral_testkit::GitServer;
@@ -44,7 +47,9 @@ impl Proxy {
             id: "sb1".into(),
             ..SandboxIdentity::default()
         };
-        let mut proxy = EgressProxy::new(sandbox, policy, Some(audit), ProxyLimits::default());
+        let traffic = Arc::new(TrafficLog::open(&dir.path().join("egress.jsonl")).unwrap());
+        let mut proxy = EgressProxy::new(sandbox, policy, Some(audit), ProxyLimits::default())
+            .with_traffic_log(traffic);
         if let Some(upstream_ca) = upstream_ca {
             let interception = Interception::new(Arc::clone(&corral_ca), upstream_ca.roots())
                 .map_err(|e| e.to_string());
@@ -142,6 +147,15 @@ impl Proxy {
             }
         });
         port
+    }
+
+    /// The traffic records written so far.
+    fn traffic(&self) -> Vec<TrafficRecord> {
+        std::fs::read_to_string(self.dir.path().join("egress.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
     }
 
     fn audit(&self) -> Vec<AuditEvent> {
@@ -247,6 +261,38 @@ fn http_rules_decide_each_request_inside_an_intercepted_tunnel() {
     assert_eq!(decisions[0].1, "allow");
     assert_eq!(decisions[1].1, "deny");
     assert_eq!(decisions[2].1, "deny");
+}
+
+#[test]
+fn intercepted_bytes_are_recorded_once_when_the_connection_ends() {
+    let upstream_ca = TestCa::new("upstream test CA");
+    let https = tls_front(&upstream_ca, "localhost", echo_http_server());
+    let proxy = Proxy::start(
+        &profile(https.port(), HTTP_RULES),
+        Some(&upstream_ca),
+        Credentials::new(),
+    );
+    let request = get(&format!("/allowed/{}", "x".repeat(5000)), "");
+    let response = proxy
+        .https("localhost", https.port(), proxy.sandbox_roots(), &request)
+        .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    // Written when the proxy's upstream connection has ended, just after the response.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while proxy.traffic().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no traffic record");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let records = proxy.traffic();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = &records[0];
+    assert_eq!(
+        (record.host.as_str(), record.port),
+        ("localhost", https.port())
+    );
+    // TLS to the host: at least the plaintext each way.
+    assert!(record.sent >= request.len() as u64, "{record:?}");
+    assert!(record.received >= response.len() as u64, "{record:?}");
 }
 
 #[test]

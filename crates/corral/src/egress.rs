@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use corral_policy::{AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity};
+use corral_policy::{AuditLog, PolicyEngine, PolicyHandle, Profile, SandboxIdentity, TrafficLog};
 use corral_proxy::ca::CertificateAuthority;
 use corral_proxy::inference::InferenceRoute;
 use corral_proxy::{Credentials, EgressProxy, Interception, ProxyLimits};
@@ -53,6 +53,7 @@ pub struct InProcessEgress {
     credentials: Credentials,
     ca_bundle: Option<(tempfile::TempDir, PathBuf)>,
     inference_socket: Option<PathBuf>,
+    traffic: Option<Arc<TrafficLog>>,
 }
 
 /// What the proxy needs for TLS interception: where corral's CA lives and the git tokens to
@@ -64,6 +65,8 @@ pub struct InterceptionSetup {
     pub credentials: Credentials,
     /// The gateway's inference socket for this sandbox (`--inference-socket`).
     pub inference_socket: Option<PathBuf>,
+    /// Where each egress connection's byte counts go (`--traffic-log`).
+    pub traffic_log: Option<PathBuf>,
 }
 
 impl InProcessEgress {
@@ -100,6 +103,16 @@ impl InProcessEgress {
                 None
             }
         });
+        let traffic = setup
+            .traffic_log
+            .as_deref()
+            .and_then(|path| match TrafficLog::open(path) {
+                Ok(log) => Some(Arc::new(log)),
+                Err(e) => {
+                    warnings.push(format!("{e}; egress bytes are not recorded"));
+                    None
+                }
+            });
         let (ca, ca_bundle) = match prepare_ca(setup.ca_dir.as_deref()) {
             Ok((ca, bundle)) => (Ok(ca), Some(bundle)),
             Err(e) => {
@@ -133,6 +146,7 @@ impl InProcessEgress {
             credentials: setup.credentials,
             ca_bundle,
             inference_socket: setup.inference_socket,
+            traffic,
         })
     }
 
@@ -162,6 +176,7 @@ impl InProcessEgress {
             credentials,
             ca_bundle,
             inference_socket,
+            traffic,
             ..
         } = self;
         let spawned = std::thread::Builder::new()
@@ -200,6 +215,9 @@ impl InProcessEgress {
                     .with_interception(interception, credentials);
                 if let Some(socket) = inference_socket {
                     proxy = proxy.with_inference(InferenceRoute::new(socket));
+                }
+                if let Some(log) = traffic {
+                    proxy = proxy.with_traffic_log(log);
                 }
                 if let Err(e) = proxy.serve_blocking_after(first, listener) {
                     eprintln!("corral: the egress proxy stopped: {e}");

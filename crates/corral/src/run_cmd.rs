@@ -105,6 +105,10 @@ pub struct RunArgs {
     /// relays http://127.0.0.1:3128/inference/... there (the gateway passes it).
     #[arg(long, value_name = "PATH")]
     inference_socket: Option<PathBuf>,
+    /// Append the bytes each egress connection carried (JSON lines, written when it ends) to
+    /// this file (a gateway passes it; by default they are not recorded).
+    #[arg(long, value_name = "FILE")]
+    traffic_log: Option<PathBuf>,
     /// Print the sandbox plan as JSON instead of running it.
     #[arg(long)]
     dry_run: bool,
@@ -170,6 +174,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     caller.variable(name).map(str::to_string)
                 })?,
                 inference_socket: args.inference_socket.as_ref().map(|p| caller.cwd.join(p)),
+                traffic_log: args.traffic_log.as_ref().map(|p| caller.cwd.join(p)),
             };
             let egress = InProcessEgress::prepare(
                 profile,

@@ -166,12 +166,12 @@ fn a_custom_command_is_reached_at_its_session_host_and_path_and_sees_no_corral_c
         "{text}"
     );
 
-    let metrics = get_at(&gw, &addr, "/metrics", None, &[]).body;
+    let metrics = get_at(&gw, &addr, "/metrics", Some(&admin), &[]).body;
     for line in [
         "corral_proxied_requests_total{route=\"host\"}",
         "corral_proxied_requests_total{route=\"path\"}",
         "corral_sandboxes{state=\"running\"} 1",
-        "corral_resume_starts_total 1",
+        "corral_sandbox_starts_total{cause=\"resume\"} 1",
         "corral_resume_seconds_count 1",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
@@ -400,7 +400,7 @@ fn a_websocket_echoes_through_the_session_host() {
     let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     socket.send(Message::binary(big.clone())).unwrap();
     assert_eq!(socket.read().unwrap(), Message::binary(big));
-    let metrics = get_at(&gw, &address(&gw), "/metrics", None, &[]).body;
+    let metrics = get_at(&gw, &address(&gw), "/metrics", Some(&admin), &[]).body;
     assert!(
         metrics.contains("corral_websocket_connections_total 1"),
         "{metrics}"

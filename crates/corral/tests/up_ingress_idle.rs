@@ -82,10 +82,10 @@ fn an_idle_sandbox_stops_keeps_its_workspace_and_resumes_on_the_next_request() {
         json!({"argv": ["cat", "/workspace/note"]}),
     );
     assert_eq!(exec["stdout"], "kept\n", "{exec}");
-    let metrics = get_at(&gw, &address(&gw), "/metrics", None, &[]).body;
+    let metrics = get_at(&gw, &address(&gw), "/metrics", Some(&admin), &[]).body;
     for line in [
-        "corral_idle_stops_total 1",
-        "corral_resume_starts_total 2",
+        "corral_sandbox_stops_total{cause=\"idle\"} 1",
+        "corral_sandbox_starts_total{cause=\"resume\"} 2",
         "corral_resume_seconds_count 2",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");

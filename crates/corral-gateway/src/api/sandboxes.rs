@@ -247,7 +247,8 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let sandbox = visible(&state, &caller, id).await?;
-    state.runtime.delete(&sandbox.id, query.purge).await?;
+    let deleting = state.runtime.delete(&sandbox.id, query.purge);
+    crate::runtime::because(crate::runtime::Cause::Delete, deleting).await?;
     tracing::info!(sandbox = %sandbox.id, purge = query.purge, "sandbox deleted");
     Ok(StatusCode::NO_CONTENT)
 }

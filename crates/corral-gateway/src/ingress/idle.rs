@@ -61,7 +61,6 @@ impl Reaper {
             match self.ingress.runtime.stop_if_idle(&id, cutoff).await {
                 Ok(true) => {
                     tracing::info!(sandbox = %id, "idle: stopped");
-                    self.ingress.metrics.idle_stopped();
                     self.ingress.upstream.forget(&id);
                     self.ingress.activity.forget(&id);
                     self.ingress.sandboxes.forget(&id);

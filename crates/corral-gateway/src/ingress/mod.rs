@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{CONTENT_TYPE, LOCATION, SET_COOKIE};
+use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{Response, StatusCode, Uri};
 use axum::middleware::Next;
@@ -59,6 +59,7 @@ impl Ingress {
     /// The ingress of a gateway (its `config.listen` holding the bound port).
     pub fn new(store: Arc<Store>, runtime: Arc<Runtime>, config: Arc<Config>) -> Arc<Self> {
         let throttle = idle::throttle(config.idle_timeout);
+        let metrics = Arc::new(Metrics::new(&runtime));
         Arc::new(Self {
             activity: Arc::new(Activity::new(store.clone(), throttle)),
             hosts: SessionHosts::new(&config),
@@ -66,7 +67,7 @@ impl Ingress {
             runtime,
             config,
             upstream: Upstream::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             warming: resume::Warming::default(),
             visitors: cache::Memo::default(),
             sandboxes: cache::Memo::default(),
@@ -139,7 +140,7 @@ async fn gateway_host(
 ) -> Response<Body> {
     let path = parts.uri.path().to_owned();
     if path == "/metrics" {
-        return metrics_page(ingress).await;
+        return metrics::page(ingress, &parts.headers, peer).await;
     }
     let Some(rest) = path.strip_prefix("/s/") else {
         return next.run(Request::from_parts(parts, body)).await;
@@ -340,18 +341,4 @@ async fn spend_ticket(
         )
         .body(Body::empty())
         .unwrap_or_default())
-}
-
-async fn metrics_page(ingress: &Ingress) -> Response<Body> {
-    let states = match ingress.db(Store::sandbox_states).await {
-        Ok(states) => states,
-        Err(response) => return response,
-    };
-    Response::builder()
-        .header(
-            CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )
-        .body(Body::from(ingress.metrics.render(&states)))
-        .unwrap_or_default()
 }

@@ -15,7 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 
 use super::upstream::UpstreamError;
 use super::{Ingress, reply};
-use crate::runtime::RUNNING;
+use crate::runtime::{Cause, RUNNING, because};
 
 /// Longest a request is held while its sandbox starts.
 const RESUME_LIMIT: Duration = Duration::from_secs(60);
@@ -130,11 +130,10 @@ pub async fn connection(
 }
 
 fn start_in_background(ingress: &Arc<Ingress>, id: &str) {
-    ingress.metrics.resume_started();
     let (ingress, id) = (ingress.clone(), id.to_owned());
     tokio::spawn(async move {
         tracing::info!(sandbox = %id, "request to a stopped sandbox: starting it");
-        match ingress.runtime.start(&id).await {
+        match because(Cause::Resume, ingress.runtime.start(&id)).await {
             Ok(sandbox) if sandbox.state == RUNNING => ingress.warming.returned(&id),
             Ok(sandbox) => {
                 tracing::warn!(sandbox = %id, state = %sandbox.state, "resume: the sandbox did not stay up");

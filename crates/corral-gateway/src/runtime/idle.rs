@@ -20,7 +20,7 @@ impl Runtime {
         if !self.db(move |s| s.claim_idle_stop(&target, cutoff)).await? {
             return Ok(false);
         }
-        self.stop_locked(id).await?;
+        super::because(super::Cause::Idle, self.stop_locked(id)).await?;
         Ok(true)
     }
 }

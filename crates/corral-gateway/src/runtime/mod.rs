@@ -19,9 +19,11 @@ mod exec;
 mod extract;
 mod files;
 mod idle;
+mod lifecycle;
 mod logs;
 mod process;
 mod progress;
+mod usage;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{DirBuilder, OpenOptions};
@@ -38,6 +40,7 @@ use tokio::sync::watch;
 pub use attach::{Terminal, TerminalCommand, TerminalEnd, TerminalSize};
 pub use exec::{ExecOutput, MAX_OUTPUT};
 pub use files::{Download, FilesError, SandboxFiles};
+pub use lifecycle::{Cause, Lifecycle, because};
 pub use logs::LogCursor;
 
 use crate::agents::AgentTemplate;
@@ -191,6 +194,7 @@ pub struct Runtime {
     inference: std::sync::OnceLock<Arc<crate::inference::Inference>>,
     terminals: attach::AttachedTerminals,
     progress: progress::Progress,
+    lifecycle: Lifecycle,
 }
 
 impl Runtime {
@@ -216,6 +220,7 @@ impl Runtime {
             inference: std::sync::OnceLock::new(),
             terminals: attach::AttachedTerminals::default(),
             progress: progress::Progress::default(),
+            lifecycle: Lifecycle::default(),
         }
     }
 
@@ -352,7 +357,7 @@ impl Runtime {
                         // the start.
                         let (runtime, id) = (self.clone(), sandbox.id.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = runtime.stop(&id).await {
+                            if let Err(e) = because(Cause::Reconcile, runtime.stop(&id)).await {
                                 tracing::error!(sandbox = %id, error = %e, "cannot finish the stop");
                             }
                         });
@@ -365,6 +370,7 @@ impl Runtime {
                         let state = if stopping { STOPPED } else { EXITED };
                         self.db(move |s| s.mark_ended(&id, process, state, None))
                             .await?;
+                        self.lifecycle.stopped_because(Cause::Reconcile);
                     }
                     tracing::info!(sandbox = %sandbox.id, "sandbox ended while the gateway was down");
                 }
@@ -425,6 +431,8 @@ impl Runtime {
             .arg(paths.ingress())
             .arg("--audit-log")
             .arg(paths.audit())
+            .arg("--traffic-log")
+            .arg(paths.traffic())
             .arg("--ca-dir")
             .arg(&self.ca_dir)
             // The data dir holds the store and every other sandbox's workspace.
@@ -483,6 +491,7 @@ impl Runtime {
             return Err(RuntimeError::NotFound(id.to_owned()));
         }
         tracing::info!(sandbox = %id, pid, "sandbox started");
+        self.lifecycle.started();
         let ended = self.watch_child(id.to_owned(), process, child);
         wait_until_ready(&paths.control(), ended).await;
         drop(starting);
@@ -536,6 +545,7 @@ impl Runtime {
             process::signal_group(watched.process, Signal::SIGKILL);
             let _ = tokio::time::timeout(KILL_GRACE, ended.wait_for(|e| *e)).await;
         }
+        self.lifecycle.stopped();
         Ok(())
     }
 
@@ -714,6 +724,9 @@ impl Runtime {
             } else {
                 (EXITED, code)
             };
+            if state == EXITED {
+                runtime.lifecycle.stopped_because(Cause::Exited);
+            }
             // Sockets a killed `corral run` left go while this process still counts as
             // running, so no new start can have made new ones yet. Then it is forgotten, so a
             // start from now on starts anew; the record only changes if it is still about

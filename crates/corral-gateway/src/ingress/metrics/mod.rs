@@ -1,9 +1,22 @@
 //! `/metrics` in the Prometheus text format: sandboxes by state (read from the store at
-//! scrape time), starts on resume and idle stops, resume latency, proxied requests and bytes
-//! by route kind, and WebSocket connections. Labels never carry a sandbox id or a user, so
-//! the page reveals no names.
+//! scrape time), starts and stops by cause (counted by the runtime), resume latency, proxied
+//! requests and bytes by route kind, WebSocket connections, policy decisions by action and
+//! outcome, and egress bytes per sandbox (both read from the sandboxes' records at scrape
+//! time, see [`usage`]).
+//!
+//! Only egress bytes carry a sandbox id (no label carries a user); since ids are names
+//! people chose, the page is for admins: a scraper sends an admin's API token (or comes
+//! through the trusted auth proxy as an admin).
 
+mod usage;
+
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use axum::body::Body;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap};
+use axum::http::{Response, StatusCode};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +24,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use self::usage::{SandboxLogs, Usage};
+use super::{Ingress, auth, reply};
+use crate::runtime::Runtime;
 
 /// How a request reached a sandbox.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
@@ -45,8 +62,7 @@ struct StateLabels {
 pub struct Metrics {
     registry: Registry,
     sandboxes: Family<StateLabels, Gauge>,
-    resume_starts: Counter,
-    idle_stops: Counter,
+    usage: Usage,
     resume_seconds: Histogram,
     requests: Family<RouteLabels, Counter>,
     bytes: Family<RouteLabels, Counter<u64, AtomicU64>>,
@@ -54,30 +70,16 @@ pub struct Metrics {
     websockets_open: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    /// Registers every metric.
-    pub fn new() -> Self {
+    /// Registers every metric: `runtime`'s starts and stops, and decisions and egress bytes
+    /// recorded from now on.
+    pub fn new(runtime: &Runtime) -> Self {
         let mut registry = Registry::with_prefix("corral");
         let sandboxes = Family::<StateLabels, Gauge>::default();
         registry.register("sandboxes", "Sandboxes by state", sandboxes.clone());
-        let resume_starts = Counter::default();
-        registry.register(
-            "resume_starts",
-            "Sandboxes started because a request reached their stopped session",
-            resume_starts.clone(),
-        );
-        let idle_stops = Counter::default();
-        registry.register(
-            "idle_stops",
-            "Sandboxes stopped by the idle reaper",
-            idle_stops.clone(),
-        );
+        runtime.lifecycle().register(&mut registry);
+        let usage = Usage::starting_now(runtime);
+        usage.register(&mut registry);
         // 10 ms .. ~40 s.
         let resume_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 13));
         registry.register(
@@ -112,8 +114,7 @@ impl Metrics {
         Self {
             registry,
             sandboxes,
-            resume_starts,
-            idle_stops,
+            usage,
             resume_seconds,
             requests,
             bytes,
@@ -139,16 +140,6 @@ impl Metrics {
         self.resume_seconds.observe(seconds);
     }
 
-    /// A start on resume began.
-    pub fn resume_started(&self) {
-        self.resume_starts.inc();
-    }
-
-    /// An idle stop.
-    pub fn idle_stopped(&self) {
-        self.idle_stops.inc();
-    }
-
     /// A WebSocket opened; the returned guard closes it when dropped.
     pub fn websocket_opened(&self) -> OpenWebSocket {
         self.websockets.inc();
@@ -156,8 +147,10 @@ impl Metrics {
         OpenWebSocket(self.websockets_open.clone())
     }
 
-    /// The text exposition, with sandbox counts by state from `states`.
-    pub fn render(&self, states: &[(String, i64)]) -> String {
+    /// The text exposition, with sandbox counts by state from `states` and what `sandboxes`
+    /// (all there are) recorded since the last scrape. Blocking: reads their files.
+    fn render(&self, states: &[(String, i64)], sandboxes: &[SandboxLogs]) -> String {
+        self.usage.collect(sandboxes);
         self.sandboxes.clear();
         for (state, count) in states {
             self.sandboxes
@@ -180,4 +173,69 @@ impl Drop for OpenWebSocket {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// `GET /metrics` on the gateway's host, for admins.
+pub(super) async fn page(ingress: &Ingress, headers: &HeaderMap, peer: IpAddr) -> Response<Body> {
+    match scrape(ingress, headers, peer).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn scrape(
+    ingress: &Ingress,
+    headers: &HeaderMap,
+    peer: IpAddr,
+) -> Result<Response<Body>, Response<Body>> {
+    let anonymous = !headers.contains_key(AUTHORIZATION)
+        && !crate::auth::IDENTITY_HEADERS
+            .iter()
+            .any(|name| headers.contains_key(*name));
+    if anonymous {
+        return Err(reply::error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "/metrics is for admins: send Authorization: Bearer <an admin's API token>",
+        ));
+    }
+    let visitor = auth::visitor(ingress, headers, peer, false).await?;
+    if !visitor.admin {
+        return Err(reply::error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "/metrics is for admins (it names sandboxes): scrape it with an admin's API token",
+        ));
+    }
+    let (states, sandboxes) = ingress
+        .db(|s| Ok((s.sandbox_states()?, s.list_sandboxes(None)?)))
+        .await?;
+    let logs: Vec<SandboxLogs> = sandboxes
+        .into_iter()
+        .map(|sandbox| {
+            let (audit, traffic) = ingress.runtime.usage_logs(&sandbox.id);
+            SandboxLogs {
+                id: sandbox.id,
+                audit,
+                traffic,
+            }
+        })
+        .collect();
+    let metrics = Arc::clone(&ingress.metrics);
+    let text = tokio::task::spawn_blocking(move || metrics.render(&states, &logs))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "metrics scrape failed");
+            reply::error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error (see the gateway's log)",
+            )
+        })?;
+    Ok(Response::builder()
+        .header(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Body::from(text))
+        .unwrap_or_default())
 }
