@@ -5,9 +5,8 @@
 //!
 //! What is counted is what crossed the proxy's upstream socket: for a passthrough tunnel the
 //! tunnel's bytes (a spliced tunnel's come from [`corral_splice::relay`], which counts them
-//! anyway); for intercepted TLS the TLS records to the host, not the decrypted requests. A
-//! spliced tunnel that ends in an error (a reset) reports nothing: `relay` returns no counts
-//! then, and the fast path is not slowed down to keep them.
+//! anyway, also when a reset cuts the tunnel); for intercepted TLS the TLS records to the
+//! host, not the decrypted requests.
 
 use std::io::IoSlice;
 use std::pin::Pin;
@@ -62,12 +61,17 @@ impl Drop for Tally {
     }
 }
 
-/// Adds `tally`'s share of a finished relay (`forward`: from the sandbox to the host).
+/// Adds `tally`'s share of a relay, finished or cut short (`forward`: from the sandbox to the
+/// host).
 pub(crate) fn add_relayed(
     tally: &mut Option<Tally>,
-    relayed: std::io::Result<corral_splice::Carried>,
+    relayed: Result<corral_splice::Carried, corral_splice::Interrupted>,
 ) {
-    if let (Some(tally), Ok(carried)) = (tally, relayed) {
+    let carried = match relayed {
+        Ok(carried) => carried,
+        Err(interrupted) => interrupted.carried,
+    };
+    if let Some(tally) = tally {
         tally.add(carried.forward, carried.backward);
     }
 }

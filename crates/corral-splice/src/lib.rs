@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::io::Errno;
 use rustix::net::Shutdown;
@@ -75,49 +76,70 @@ pub struct Carried {
     pub backward: u64,
 }
 
+/// A [`relay`] that ended in an error (a reset, a peer gone mid-transfer), with the bytes it
+/// had carried by then.
+#[derive(Debug)]
+pub struct Interrupted {
+    /// What went through before the error.
+    pub carried: Carried,
+    /// The error.
+    pub error: io::Error,
+}
+
 /// Moves bytes both ways between `a` and `b` until both directions have ended: a source's
 /// end of stream shuts down the other socket's writing side (so half-closes pass through),
-/// and an error in either direction ends both.
-pub async fn relay<A, B>(a: &A, b: &B) -> io::Result<Carried>
+/// and an error in either direction ends both. Either way, says how many bytes went through.
+pub async fn relay<A, B>(a: &A, b: &B) -> Result<Carried, Interrupted>
 where
     A: Socket + Sync,
     B: Socket + Sync,
 {
-    let (forward, backward) = tokio::try_join!(one_way(a, b), one_way(b, a))?;
-    Ok(Carried { forward, backward })
+    let (forward, backward) = (AtomicU64::new(0), AtomicU64::new(0));
+    let ended = tokio::try_join!(one_way(a, b, &forward), one_way(b, a, &backward));
+    let carried = Carried {
+        forward: forward.load(Ordering::Relaxed),
+        backward: backward.load(Ordering::Relaxed),
+    };
+    match ended {
+        Ok(_) => Ok(carried),
+        Err(error) => Err(Interrupted { carried, error }),
+    }
 }
 
-/// Moves bytes from `src` to `dst` until `src` ends, then shuts down `dst`'s writing side.
-async fn one_way<S: Socket + Sync, D: Socket + Sync>(src: &S, dst: &D) -> io::Result<u64> {
-    let moved = match Pipe::take() {
+/// Moves bytes from `src` to `dst` until `src` ends, then shuts down `dst`'s writing side;
+/// adds every byte delivered to `dst` to `moved` as it goes.
+async fn one_way<S: Socket + Sync, D: Socket + Sync>(
+    src: &S,
+    dst: &D,
+    moved: &AtomicU64,
+) -> io::Result<()> {
+    let spliced = match Pipe::take() {
         Ok(mut pipe) => {
-            let spliced = splice_one_way(src, dst, &mut pipe).await?;
-            if let Spliced::Ended(_) = spliced {
+            let spliced = splice_one_way(src, dst, &mut pipe, moved).await?;
+            if let Spliced::Ended = spliced {
                 pipe.give_back();
             }
             spliced
         }
         Err(_) => Spliced::Unsupported {
-            moved: 0,
             pending: Vec::new(),
         },
     };
-    let total = match moved {
-        Spliced::Ended(total) => total,
-        Spliced::Unsupported { moved, pending } => moved + copy_one_way(src, dst, pending).await?,
-    };
+    if let Spliced::Unsupported { pending } = spliced {
+        copy_one_way(src, dst, pending, moved).await?;
+    }
     // The peer may already be gone; nothing more is to be sent either way.
     let _ = rustix::net::shutdown(dst.as_fd(), Shutdown::Write);
-    Ok(total)
+    Ok(())
 }
 
 /// How a splice loop ended.
 enum Spliced {
-    /// `src` ended after this many bytes.
-    Ended(u64),
-    /// The kernel cannot splice one of the sockets: `moved` bytes went through, `pending`
-    /// were taken out of the pipe and are still to be sent.
-    Unsupported { moved: u64, pending: Vec<u8> },
+    /// `src` ended.
+    Ended,
+    /// The kernel cannot splice one of the sockets: `pending` bytes were taken out of the
+    /// pipe and are still to be sent.
+    Unsupported { pending: Vec<u8> },
 }
 
 /// A pipe for one direction, both ends non-blocking.
@@ -167,13 +189,14 @@ impl Pipe {
 
 const SPLICE: SpliceFlags = SpliceFlags::MOVE.union(SpliceFlags::NONBLOCK);
 
-/// Splices from `src` through `pipe` (empty, and left empty when `src` ends) to `dst`.
+/// Splices from `src` through `pipe` (empty, and left empty when `src` ends) to `dst`,
+/// adding what reaches `dst` to `moved`.
 async fn splice_one_way<S: Socket, D: Socket>(
     src: &S,
     dst: &D,
     pipe: &mut Pipe,
+    moved: &AtomicU64,
 ) -> io::Result<Spliced> {
-    let mut moved = 0u64;
     let mut chunk = CHUNK;
     loop {
         // The pipe is empty here, so a splice that would block waits on the socket.
@@ -189,7 +212,7 @@ async fn splice_one_way<S: Socket, D: Socket>(
         })
         .await;
         let mut in_pipe = match filled {
-            Ok(0) => return Ok(Spliced::Ended(moved)),
+            Ok(0) => return Ok(Spliced::Ended),
             Ok(n) if n == CHUNK && !pipe.grown => {
                 pipe.grown = true;
                 chunk = rustix::pipe::fcntl_setpipe_size(&pipe.write, BULK_PIPE).unwrap_or(CHUNK);
@@ -198,7 +221,6 @@ async fn splice_one_way<S: Socket, D: Socket>(
             Ok(n) => n,
             Err(e) if unsupported(&e) => {
                 return Ok(Spliced::Unsupported {
-                    moved,
                     pending: Vec::new(),
                 });
             }
@@ -219,13 +241,13 @@ async fn splice_one_way<S: Socket, D: Socket>(
             match drained {
                 Ok(n) => {
                     in_pipe -= n;
-                    moved += n as u64;
+                    moved.fetch_add(n as u64, Ordering::Relaxed);
                 }
                 Err(e) if unsupported(&e) => {
                     let mut pending = vec![0; in_pipe];
                     let n = rustix::io::read(&pipe.read, &mut pending)?;
                     pending.truncate(n);
-                    return Ok(Spliced::Unsupported { moved, pending });
+                    return Ok(Spliced::Unsupported { pending });
                 }
                 Err(e) => return Err(e),
             }
@@ -241,27 +263,33 @@ fn unsupported(e: &io::Error) -> bool {
     )
 }
 
-/// Sends `pending`, then copies from `src` to `dst` through a buffer until `src` ends.
-async fn copy_one_way<S: Socket, D: Socket>(src: &S, dst: &D, pending: Vec<u8>) -> io::Result<u64> {
-    let mut total = 0u64;
+/// Sends `pending`, then copies from `src` to `dst` through a buffer until `src` ends,
+/// adding what reaches `dst` to `moved`.
+async fn copy_one_way<S: Socket, D: Socket>(
+    src: &S,
+    dst: &D,
+    pending: Vec<u8>,
+    moved: &AtomicU64,
+) -> io::Result<()> {
     let mut buffer = pending;
     let mut filled = buffer.len();
     buffer.resize(COPY_BUFFER.max(filled), 0);
     loop {
         let mut sent = 0;
         while sent < filled {
-            sent += io_when_ready(dst, Interest::WRITABLE, || {
+            let n = io_when_ready(dst, Interest::WRITABLE, || {
                 Ok(rustix::io::write(dst.as_fd(), &buffer[sent..filled])?)
             })
             .await?;
+            sent += n;
+            moved.fetch_add(n as u64, Ordering::Relaxed);
         }
-        total += filled as u64;
         filled = io_when_ready(src, Interest::READABLE, || {
             Ok(rustix::io::read(src.as_fd(), &mut buffer[..])?)
         })
         .await?;
         if filled == 0 {
-            return Ok(total);
+            return Ok(());
         }
     }
 }
@@ -352,5 +380,29 @@ mod tests {
         let _ = client.write_all(&[0u8; 1 << 20]).await;
         drop(client);
         assert!(relayed.await.unwrap().is_err());
+    }
+
+    /// A relay cut by a reset still says what it carried before: the bytes the server sent
+    /// (and the client read) before it reset the connection.
+    #[tokio::test]
+    async fn an_interrupted_relay_counts_what_went_through() {
+        let (mut client, relay_client) = UnixStream::pair().unwrap();
+        let (relay_server, mut server) = tcp_pair().await;
+        let relayed = tokio::spawn(async move { relay(&relay_client, &relay_server).await });
+        let sent = vec![7u8; 100_000];
+        server.write_all(&sent).await.unwrap();
+        let mut got = vec![0u8; sent.len()];
+        client.read_exact(&mut got).await.unwrap();
+        server.set_zero_linger().unwrap();
+        drop(server);
+        let interrupted = relayed.await.unwrap().unwrap_err();
+        assert_eq!(
+            interrupted.carried,
+            Carried {
+                forward: 0,
+                backward: sent.len() as u64
+            }
+        );
+        assert_eq!(interrupted.error.kind(), io::ErrorKind::ConnectionReset);
     }
 }
