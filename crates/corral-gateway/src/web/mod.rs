@@ -10,6 +10,7 @@
 
 mod admin;
 mod assets;
+mod custom_command;
 mod layout;
 mod login;
 mod sandbox_pages;
@@ -42,6 +43,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/fragments/sessions", get(sessions::fragment))
+        .route("/new-session/command", post(custom_command::parse))
         .route("/sessions/{id}/open", get(sandbox_pages::open))
         .route("/sessions/{id}/terminal", get(sandbox_pages::terminal))
         .route("/sessions/{id}/activity", get(sandbox_pages::activity))
