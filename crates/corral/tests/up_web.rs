@@ -201,6 +201,14 @@ impl Browser {
         self.wait_for("#email").await;
     }
 
+    /// Sets browser permission `name` (`clipboard-read`…) to `state` for the open page.
+    async fn set_permission(&self, name: &'static str, state: &'static str) {
+        self.client
+            .issue_cmd(SetPermission(name, state))
+            .await
+            .unwrap_or_else(|e| panic!("set {name} to {state}: {e}"));
+    }
+
     /// Types `keys` into the terminal (the textarea xterm.js reads keys from).
     async fn type_in_terminal(&self, keys: &str) {
         self.wait_for(".xterm-helper-textarea")
@@ -753,7 +761,88 @@ async fn the_terminal_runs_a_command_and_shows_its_output() {
     b.type_in_terminal(&char::from(Key::Enter).to_string())
         .await;
     b.until_screen_shows("pasted-15").await;
+
+    // The Paste button reads the clipboard, which the browser may refuse: then it says how to
+    // paste from the keyboard; allowed, it pastes. The Copy button copies.
+    let clear_and_show = |line: &str| {
+        format!(
+            "printf '\\033[H\\033[2J'; echo \"{line}\"{}",
+            char::from(Key::Enter)
+        )
+    };
+    b.set_permission("clipboard-read", "denied").await;
+    b.click("#terminal-paste").await;
+    until("the page says how to paste instead", || async {
+        b.text("#clipboard-status")
+            .await
+            .contains("paste with Ctrl+V")
+    })
+    .await;
+    b.type_in_terminal(&clear_and_show("echo second-\\$((4*4))"))
+        .await;
+    until("the line to copy", || async {
+        b.run(first_row).await == json!("echo second-$((4*4))")
+    })
+    .await;
+    select_first_row(&b).await;
+    b.click("#terminal-copy").await;
+    until("copied", || async {
+        b.text("#clipboard-status").await == "Copied."
+    })
+    .await;
+    b.set_permission("clipboard-read", "granted").await;
+    b.click("#terminal-paste").await;
+    b.type_in_terminal(&char::from(Key::Enter).to_string())
+        .await;
+    b.until_screen_shows("second-16").await;
+
+    // A page the browser gives no Clipboard API (one served over plain HTTP from another
+    // host) still copies, through the browser's copy command; Ctrl+V pastes.
+    b.run("Object.defineProperty(navigator, 'clipboard', { value: undefined }); return true;")
+        .await;
+    b.type_in_terminal(&clear_and_show("echo third-\\$((5*5))"))
+        .await;
+    until("the line to copy", || async {
+        b.run(first_row).await == json!("echo third-$((5*5))")
+    })
+    .await;
+    select_first_row(&b).await;
+    b.type_in_terminal(&ctrl_shift('c')).await;
+    until("copied without the Clipboard API", || async {
+        b.text("#clipboard-status").await == "Copied."
+    })
+    .await;
+    b.type_in_terminal(&format!(
+        "{}v{}{}",
+        char::from(Key::Control),
+        char::from(Key::Null),
+        char::from(Key::Enter)
+    ))
+    .await;
+    b.until_screen_shows("third-25").await;
     b.close().await;
+}
+
+/// chromedriver's Set Permission (W3C Permissions): `name` is `state` for the page's origin.
+#[derive(Debug)]
+struct SetPermission(&'static str, &'static str);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for SetPermission {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/permissions",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "descriptor": { "name": self.0 }, "state": self.1 });
+        (http::Method::POST, Some(body.to_string()))
+    }
 }
 
 /// Triple-clicks the terminal's first row, which selects that line (xterm.js).
