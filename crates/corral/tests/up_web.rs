@@ -2,7 +2,9 @@
 //! `chromedriver`, both installed by scripts/test): what a person does with a browser and
 //! nothing else. Sign in, create a session on a repo from a local git server and see it come
 //! up, see a denied connection in its activity, stop and delete it; another user never sees
-//! it; the admin adds a user; CSRF and the Content-Security-Policy hold.
+//! it; the admin adds a user; CSRF and the Content-Security-Policy hold. A custom command
+//! from the picker opens at its session host; the terminal copies, pastes and reconnects
+//! after a network blip.
 //!
 //! With `CORRAL_WEB_SCREENSHOTS=DIR` the tests also save screenshots of the main screens
 //! there (the README's come from `CORRAL_WEB_SCREENSHOTS=docs`).
@@ -11,6 +13,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_testkit::gateway::{SandboxReaper, call, get, post};
@@ -1082,6 +1086,8 @@ async fn a_custom_command_session_opens_at_its_session_host() {
 struct Network {
     url: String,
     cut: tokio::sync::broadcast::Sender<()>,
+    /// While set, new connections are closed at once, as by a network that is down.
+    down: Arc<AtomicBool>,
 }
 
 impl Network {
@@ -1092,8 +1098,13 @@ impl Network {
         let upstream = gw.url.trim_start_matches("http://").to_owned();
         let (cut, _) = tokio::sync::broadcast::channel(1);
         let cuts = cut.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let is_down = down.clone();
         tokio::spawn(async move {
             while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let mut cut = cuts.subscribe();
                 let upstream = upstream.clone();
                 tokio::spawn(async move {
@@ -1108,12 +1119,21 @@ impl Network {
                 });
             }
         });
-        Network { url, cut }
+        Network { url, cut, down }
     }
 
     /// Cuts every open connection.
     fn blip(&self) {
         self.cut.send(()).unwrap();
+    }
+
+    /// Takes the network down (`true`: open connections are cut, new ones closed at once)
+    /// or back up.
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.blip();
+        }
     }
 }
 
@@ -1140,7 +1160,7 @@ async fn shell_size(b: &Browser, marker: &str, shown: &str) -> String {
 
 /// After the connection drops, the terminal says so, reconnects by itself to a new shell of
 /// the same size, and works; after the shell exits it does not reconnect but offers a new
-/// shell.
+/// shell; a network that stays down ends its tries with a Reconnect button.
 #[tokio::test(flavor = "current_thread")]
 async fn the_terminal_reconnects_after_a_network_blip() {
     let server = GitServer::start();
@@ -1207,5 +1227,24 @@ async fn the_terminal_reconnects_after_a_network_blip() {
     b.type_in_terminal(&format!("echo again-$((5*5)){enter}"))
         .await;
     b.until_screen_shows("again-25").await;
+
+    // A network that stays down: the page stops after its last try (about 35 s of pauses)
+    // and offers to reconnect, which works once the network is back.
+    net.set_down(true);
+    until("the page gives up and says what to do", || async {
+        b.text("#terminal-status")
+            .await
+            .contains("6 tries to reconnect failed. Check your network")
+    })
+    .await;
+    net.set_down(false);
+    b.click("#terminal-reconnect").await;
+    until("reconnected", || async {
+        b.text("#terminal-status").await.starts_with("Reconnected.")
+    })
+    .await;
+    b.type_in_terminal(&format!("echo back-$((9*9)){enter}"))
+        .await;
+    b.until_screen_shows("back-81").await;
     b.close().await;
 }
