@@ -132,7 +132,10 @@
   // the gateway (shell word rules), or the message that says what to fix.
   async function customCommand(command, ports) {
     const parsed = await api('POST', '/new-session/command', { command: command || '', ports: ports || '' });
-    if (!parsed.ok) return { error: parsed.message };
+    if (!parsed.ok) {
+      const code = parsed.body && parsed.body.error ? parsed.body.error.code : '';
+      return { error: parsed.message, field: code === 'bad_ports' ? 'ports' : 'command' };
+    }
     const out = { command: parsed.body.command };
     if (parsed.body.ports.length) out.ports = parsed.body.ports;
     return out;
@@ -157,7 +160,7 @@
       const custom = await customCommand(command, ports);
       if (custom.error) {
         button.disabled = false;
-        showError(custom.error, form.elements[/not a port|^Ports:/.test(custom.error) ? 'ports' : 'command']);
+        showError(custom.error, form.elements[custom.field]);
         return;
       }
       Object.assign(body, custom);

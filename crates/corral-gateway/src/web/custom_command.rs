@@ -10,7 +10,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -56,17 +56,54 @@ pub(super) async fn parse(
         return ApiError::forbidden("missing or wrong X-CSRF-Token: reload the page and try again")
             .into_response();
     }
-    let result = body
-        .map_err(|e| ApiError::bad_request(e.body_text()))
-        .and_then(|Json(typed)| split(&typed.command, &typed.ports).map_err(ApiError::bad_request));
-    match result {
+    let Json(typed) = match body {
+        Ok(typed) => typed,
+        Err(e) => return ApiError::bad_request(e.body_text()).into_response(),
+    };
+    match split(&typed.command, &typed.ports) {
         Ok(parsed) => viewer.with_cookie(Json(parsed).into_response()),
-        Err(e) => e.into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// What is wrong with the form, by field: a 400 whose code names the field to fix.
+#[derive(Debug)]
+enum Refusal {
+    /// The command line (`bad_command`).
+    Command(String),
+    /// The ports (`bad_ports`).
+    Ports(String),
+}
+
+impl Refusal {
+    fn message(&self) -> &str {
+        match self {
+            Refusal::Command(m) | Refusal::Ports(m) => m,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let code = match self {
+            Refusal::Command(_) => "bad_command",
+            Refusal::Ports(_) => "bad_ports",
+        };
+        let body = serde_json::json!({ "error": { "code": code, "message": self.message() } });
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
     }
 }
 
 /// Splits `line` into words and reads `ports` (numbers separated by commas or spaces).
-fn split(line: &str, ports: &str) -> Result<Parsed, String> {
+fn split(line: &str, ports: &str) -> Result<Parsed, Refusal> {
+    Ok(Parsed {
+        command: words(line).map_err(Refusal::Command)?,
+        ports: parse_ports(ports).map_err(Refusal::Ports)?,
+    })
+}
+
+/// `line` as words, shell style.
+fn words(line: &str) -> Result<Vec<String>, String> {
     if line.contains('\0') {
         return Err("The command must not contain a NUL character.".into());
     }
@@ -90,10 +127,7 @@ fn split(line: &str, ports: &str) -> Result<Parsed, String> {
              sh -c '…', for example sh -c 'npm install && npm start'."
         ));
     }
-    Ok(Parsed {
-        command,
-        ports: parse_ports(ports)?,
-    })
+    Ok(command)
 }
 
 /// `8000, 8001` or `8000 8001` as ports; none is fine (a command that serves nothing).
@@ -117,10 +151,6 @@ fn parse_ports(text: &str) -> Result<Vec<u16>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn words(line: &str) -> Result<Vec<String>, String> {
-        split(line, "").map(|p| p.command)
-    }
 
     #[test]
     fn command_lines_split_as_a_shell_would() {
@@ -156,6 +186,19 @@ mod tests {
             let error = words(line).unwrap_err();
             assert!(error.contains(says), "{line:?}: {error}");
         }
+    }
+
+    #[test]
+    fn refusals_name_the_field_to_fix() {
+        assert!(matches!(split("'", "8000"), Err(Refusal::Command(_))));
+        assert!(matches!(split("ls", "x"), Err(Refusal::Ports(_))));
+        assert_eq!(
+            split("ls -l", "8000").unwrap(),
+            Parsed {
+                command: vec!["ls".into(), "-l".into()],
+                ports: vec![8000]
+            }
+        );
     }
 
     #[test]
