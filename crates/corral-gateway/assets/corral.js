@@ -128,26 +128,61 @@
     refresh();
   }
 
+  // A custom command line and ports, as typed, made into the API's `command` and `ports` by
+  // the gateway (shell word rules), or the message that says what to fix.
+  async function customCommand(command, ports) {
+    const parsed = await api('POST', '/new-session/command', { command: command || '', ports: ports || '' });
+    if (!parsed.ok) {
+      const code = parsed.body && parsed.body.error ? parsed.body.error.code : '';
+      return { error: parsed.message, field: code === 'bad_ports' ? 'ports' : 'command' };
+    }
+    const out = { command: parsed.body.command };
+    if (parsed.body.ports.length) out.ports = parsed.body.ports;
+    return out;
+  }
+
   async function createSession(form) {
     const error = document.getElementById('create-error');
     const button = form.querySelector('button[type="submit"]');
-    error.hidden = true;
-    const body = fields(form);
-    if (body.branch && !body.repo) {
-      error.textContent = 'A branch needs a repository URL: fill in the URL, or clear the branch for a blank workspace.';
+    const showError = (message, field) => {
+      error.textContent = message;
       error.hidden = false;
+      if (field) field.focus();
+    };
+    error.hidden = true;
+    const { command, ports, ...body } = fields(form);
+    if (body.branch && !body.repo) {
+      showError('A branch needs a repository URL: fill in the URL, or clear the branch for a blank workspace.');
       return;
     }
     button.disabled = true;
+    if (body.agent === 'custom') {
+      const custom = await customCommand(command, ports);
+      if (custom.error) {
+        button.disabled = false;
+        showError(custom.error, form.elements[custom.field]);
+        return;
+      }
+      Object.assign(body, custom);
+    }
     const response = await api('POST', '/api/v1/sandboxes', body);
     button.disabled = false;
     if (!response.ok) {
-      error.textContent = response.message;
-      error.hidden = false;
+      showError(response.message);
       return;
     }
     window.location.assign(`/sessions/${encodeURIComponent(response.body.id)}/open`);
   }
+
+  // The custom command's fields show only when that agent is picked.
+  function showCustomFields() {
+    const select = document.getElementById('agent');
+    const custom = document.getElementById('custom-fields');
+    if (select && custom) custom.hidden = select.value !== 'custom';
+  }
+  document.addEventListener('change', (e) => {
+    if (e.target.id === 'agent') showCustomFields();
+  });
 
   document.addEventListener('submit', (e) => {
     const form = e.target;
@@ -167,6 +202,7 @@
     const response = await api('GET', '/api/v1/agents');
     if (!response.ok || !Array.isArray(response.body) || response.body.length === 0) return;
     const current = select.value;
+    const custom = select.querySelector('option[value="custom"]');
     select.replaceChildren(...response.body.map((agent) => {
       const option = document.createElement('option');
       option.value = agent.name;
@@ -174,11 +210,20 @@
       option.selected = agent.name === current;
       return option;
     }));
+    if (custom) {
+      select.append(custom);
+      custom.selected = current === 'custom';
+    }
+    showCustomFields();
   }
 
-  if (document.readyState === 'loading') {
-    document.addEventListener('DOMContentLoaded', loadAgents);
-  } else {
+  const ready = () => {
+    showCustomFields();
     loadAgents();
+  };
+  if (document.readyState === 'loading') {
+    document.addEventListener('DOMContentLoaded', ready);
+  } else {
+    ready();
   }
 })();

@@ -2,7 +2,9 @@
 //! `chromedriver`, both installed by scripts/test): what a person does with a browser and
 //! nothing else. Sign in, create a session on a repo from a local git server and see it come
 //! up, see a denied connection in its activity, stop and delete it; another user never sees
-//! it; the admin adds a user; CSRF and the Content-Security-Policy hold.
+//! it; the admin adds a user; CSRF and the Content-Security-Policy hold. A custom command
+//! from the picker opens at its session host; the terminal copies, pastes and reconnects
+//! after a network blip.
 //!
 //! With `CORRAL_WEB_SCREENSHOTS=DIR` the tests also save screenshots of the main screens
 //! there (the README's come from `CORRAL_WEB_SCREENSHOTS=docs`).
@@ -11,10 +13,13 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use corral_testkit::gateway::{SandboxReaper, call, get, post};
 use corral_testkit::{Gateway, GitServer};
+use fantoccini::actions::{InputSource, MOUSE_BUTTON_LEFT, MouseActions, PointerAction};
 use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -167,7 +172,12 @@ impl Browser {
     }
 
     async fn sign_in(&self, gw: &Gateway, email: &str) {
-        self.goto(&format!("{}/login", gw.url)).await;
+        self.sign_in_at(&gw.url, email).await;
+    }
+
+    /// Signs in through the page at `base` (the gateway, or a [`Network`] in front of it).
+    async fn sign_in_at(&self, base: &str, email: &str) {
+        self.goto(&format!("{base}/login")).await;
         self.wait_for("#email")
             .await
             .send_keys(email)
@@ -193,6 +203,40 @@ impl Browser {
             .await
             .unwrap();
         self.wait_for("#email").await;
+    }
+
+    /// Sets browser permission `name` (`clipboard-read`…) to `state` for the open page.
+    async fn set_permission(&self, name: &'static str, state: &'static str) {
+        self.client
+            .issue_cmd(SetPermission(name, state))
+            .await
+            .unwrap_or_else(|e| panic!("set {name} to {state}: {e}"));
+    }
+
+    /// Types `keys` into the terminal (the textarea xterm.js reads keys from).
+    async fn type_in_terminal(&self, keys: &str) {
+        self.wait_for(".xterm-helper-textarea")
+            .await
+            .send_keys(keys)
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the terminal's screen (as xterm.js renders it for screen readers)
+    /// contains `text`; returns the screen.
+    async fn until_screen_shows(&self, text: &str) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let screen = self.text(".xterm-accessibility-tree").await;
+            if screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} on the terminal's screen within {LIMIT:?}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Saves a screenshot as `DIR/name.png` when `CORRAL_WEB_SCREENSHOTS=DIR` is set.
@@ -688,7 +732,148 @@ async fn the_terminal_runs_a_command_and_shows_its_output() {
     })
     .await;
     b.screenshot("web-terminal").await;
+
+    // Copy and paste as a person does: select a line with the mouse (a triple click),
+    // Ctrl+Shift+C, then Ctrl+Shift+V at the prompt and Enter: the pasted command runs. The
+    // line is output, not something typed, so only a working copy puts it on the clipboard.
+    b.type_in_terminal(&format!(
+        "printf '\\033[H\\033[2J'; echo \"echo pasted-\\$((3*5))\"{}",
+        char::from(Key::Enter)
+    ))
+    .await;
+    let first_row = "return document.querySelector('.xterm-accessibility-tree').children[0].textContent.trim();";
+    until(
+        "the screen is cleared and shows the line to copy",
+        || async { b.run(first_row).await == json!("echo pasted-$((3*5))") },
+    )
+    .await;
+    select_first_row(&b).await;
+    let ctrl_shift = |key: char| {
+        format!(
+            "{}{}{key}{}",
+            char::from(Key::Control),
+            char::from(Key::Shift),
+            char::from(Key::Null)
+        )
+    };
+    b.type_in_terminal(&ctrl_shift('c')).await;
+    until("the page says the selection was copied", || async {
+        b.text("#clipboard-status").await == "Copied."
+    })
+    .await;
+    b.type_in_terminal(&ctrl_shift('v')).await;
+    b.type_in_terminal(&char::from(Key::Enter).to_string())
+        .await;
+    b.until_screen_shows("pasted-15").await;
+
+    // The Paste button reads the clipboard, which the browser may refuse: then it says how to
+    // paste from the keyboard; allowed, it pastes. The Copy button copies.
+    let clear_and_show = |line: &str| {
+        format!(
+            "printf '\\033[H\\033[2J'; echo \"{line}\"{}",
+            char::from(Key::Enter)
+        )
+    };
+    b.set_permission("clipboard-read", "denied").await;
+    b.click("#terminal-paste").await;
+    until("the page says how to paste instead", || async {
+        b.text("#clipboard-status")
+            .await
+            .contains("paste with Ctrl+V")
+    })
+    .await;
+    b.type_in_terminal(&clear_and_show("echo second-\\$((4*4))"))
+        .await;
+    until("the line to copy", || async {
+        b.run(first_row).await == json!("echo second-$((4*4))")
+    })
+    .await;
+    select_first_row(&b).await;
+    b.click("#terminal-copy").await;
+    until("copied", || async {
+        b.text("#clipboard-status").await == "Copied."
+    })
+    .await;
+    b.set_permission("clipboard-read", "granted").await;
+    b.click("#terminal-paste").await;
+    b.type_in_terminal(&char::from(Key::Enter).to_string())
+        .await;
+    b.until_screen_shows("second-16").await;
+
+    // A page the browser gives no Clipboard API (one served over plain HTTP from another
+    // host) still copies, through the browser's copy command; Ctrl+V pastes.
+    b.run("Object.defineProperty(navigator, 'clipboard', { value: undefined }); return true;")
+        .await;
+    b.type_in_terminal(&clear_and_show("echo third-\\$((5*5))"))
+        .await;
+    until("the line to copy", || async {
+        b.run(first_row).await == json!("echo third-$((5*5))")
+    })
+    .await;
+    select_first_row(&b).await;
+    b.type_in_terminal(&ctrl_shift('c')).await;
+    until("copied without the Clipboard API", || async {
+        b.text("#clipboard-status").await == "Copied."
+    })
+    .await;
+    b.type_in_terminal(&format!(
+        "{}v{}{}",
+        char::from(Key::Control),
+        char::from(Key::Null),
+        char::from(Key::Enter)
+    ))
+    .await;
+    b.until_screen_shows("third-25").await;
     b.close().await;
+}
+
+/// chromedriver's Set Permission (W3C Permissions): `name` is `state` for the page's origin.
+#[derive(Debug)]
+struct SetPermission(&'static str, &'static str);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for SetPermission {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/permissions",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "descriptor": { "name": self.0 }, "state": self.1 });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// Triple-clicks the terminal's first row, which selects that line (xterm.js).
+async fn select_first_row(b: &Browser) {
+    let at = b
+        .run(
+            "const screen = document.querySelector('#terminal .xterm-screen').getBoundingClientRect();
+             const rows = document.querySelector('.xterm-accessibility-tree').children.length;
+             return [Math.round(screen.left + 4), Math.round(screen.top + screen.height / rows / 2)];",
+        )
+        .await;
+    let (x, y) = (at[0].as_i64().unwrap(), at[1].as_i64().unwrap());
+    let mut mouse = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
+        duration: None,
+        x,
+        y,
+    });
+    for _ in 0..3 {
+        mouse = mouse
+            .then(PointerAction::Down {
+                button: MOUSE_BUTTON_LEFT,
+            })
+            .then(PointerAction::Up {
+                button: MOUSE_BUTTON_LEFT,
+            });
+    }
+    b.client.perform_actions(mouse).await.unwrap();
 }
 
 /// The page's HTML `<meta name="csrf-token">` value.
@@ -777,4 +962,287 @@ fn behind_a_trusted_auth_proxy_arriving_is_signing_in() {
     assert_eq!(signed_out.get_url(), format!("{}/login", gw.url));
     let (status, body) = call("GET", &gw.api("/me"), None, &[("Cookie", session)], None);
     assert_eq!(status, 401, "{body}");
+}
+
+/// A person picks "custom command", types a command line and its port, and lands on what
+/// that command serves at the session's own host; mistakes in the form are refused with what
+/// to fix, on the field to fix; the list then shows the command.
+#[tokio::test(flavor = "current_thread")]
+async fn a_custom_command_session_opens_at_its_session_host() {
+    let server = GitServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let (gw, admin, _reaper) = gateway(root.path(), &server);
+    let b = Browser::start().await;
+    b.sign_in(&gw, "alice@example.com").await;
+    assert!(
+        !b.wait_for("#custom-fields")
+            .await
+            .is_displayed()
+            .await
+            .unwrap(),
+        "the command's fields show only for a custom command"
+    );
+    b.wait_for("#agent")
+        .await
+        .select_by_value("custom")
+        .await
+        .unwrap();
+    until("the command's fields show", || async {
+        b.wait_for("#command").await.is_displayed().await.unwrap()
+    })
+    .await;
+    // python must run: the full profile.
+    b.click("input[name=profile][value=full]").await;
+    let focused = "return document.activeElement.id;";
+    for (command, ports, says, field) in [
+        ("", "", "Type the command to run", "command"),
+        ("python3 -m http.server 'x", "", "not closed", "command"),
+        (
+            "python3 -m http.server 8000 && echo",
+            "",
+            "sh -c",
+            "command",
+        ),
+        (
+            "python3 -m http.server 8000",
+            "8000, web",
+            "\"web\" is not a port",
+            "ports",
+        ),
+    ] {
+        for (field, text) in [("#command", command), ("#ports", ports)] {
+            let input = b.wait_for(field).await;
+            input.clear().await.unwrap();
+            input.send_keys(text).await.unwrap();
+        }
+        b.click("#new-session button[type=submit]").await;
+        let error = b.text("#create-error:not([hidden])").await;
+        assert!(error.contains(says), "{command:?} {ports:?}: {error}");
+        assert_eq!(b.run(focused).await, json!(field), "{error}");
+    }
+    // Fixed: the session starts and its page opens at the session host.
+    let ports = b.wait_for("#ports").await;
+    ports.clear().await.unwrap();
+    ports.send_keys("8000").await.unwrap();
+    b.screenshot("web-new-custom").await;
+    b.click("#new-session button[type=submit]").await;
+    let host = || async {
+        let url = b.client.current_url().await.unwrap();
+        url.host_str().unwrap_or_default().to_owned()
+    };
+    until("the browser reaches the session host", || async {
+        host().await.ends_with(".localhost")
+    })
+    .await;
+    let id = host().await.strip_suffix(".localhost").unwrap().to_owned();
+    // The browser can arrive before python listens: the ingress then answers 502 (a race
+    // in the ingress, not the page); a person reloads, and so does the test.
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let body = b.text("body").await;
+        if body.contains("Directory listing for /") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no answer from python's http.server at the session host within {LIMIT:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if body.contains("upstream_failed") {
+            b.client.refresh().await.unwrap();
+        }
+    }
+    let (status, record) = sandbox(&gw, &admin, &id);
+    assert_eq!(status, 200, "{record}");
+    assert_eq!(
+        (&record["agent"], &record["command"], &record["ports"]),
+        (
+            &json!("custom"),
+            &json!(["python3", "-m", "http.server", "8000"]),
+            &json!([8000])
+        ),
+        "{record}"
+    );
+    // The list shows the command.
+    b.goto(&gw.url).await;
+    let row = b.text(&format!("li.session[data-sandbox=\"{id}\"]")).await;
+    assert!(row.contains("command python3 -m http.server 8000"), "{row}");
+    b.close().await;
+}
+
+/// The network between a browser and the gateway, which a test can make drop: a TCP relay
+/// on a loopback port of its own. [`Network::blip`] cuts every connection open at that
+/// moment and lets new ones through.
+///
+/// Why this is the blip to test: what breaks a terminal in real life is the connection, not
+/// the shell — Wi-Fi dropping, a NAT or proxy timing an idle connection out, a laptop waking
+/// up — and neither end gets a WebSocket close frame, let alone an exit frame: the TCP
+/// connection just ends, the browser reports an abnormal close and the gateway's read fails.
+/// Killing the shell in the sandbox instead would make the gateway send an exit frame (the
+/// command ended), which must not reconnect; closing the socket from page script would test
+/// a hook no user has. So the test cuts the connection between them.
+struct Network {
+    url: String,
+    cut: tokio::sync::broadcast::Sender<()>,
+    /// While set, new connections are closed at once, as by a network that is down.
+    down: Arc<AtomicBool>,
+}
+
+impl Network {
+    /// Starts relaying to `gw`.
+    async fn start(gw: &Gateway) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream = gw.url.trim_start_matches("http://").to_owned();
+        let (cut, _) = tokio::sync::broadcast::channel(1);
+        let cuts = cut.clone();
+        let down = Arc::new(AtomicBool::new(false));
+        let is_down = down.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = cuts.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    // Returning drops both sockets: each end sees its connection closed.
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut.recv() => {}
+                    }
+                });
+            }
+        });
+        Network { url, cut, down }
+    }
+
+    /// Cuts every open connection.
+    fn blip(&self) {
+        self.cut.send(()).unwrap();
+    }
+
+    /// Takes the network down (`true`: open connections are cut, new ones closed at once)
+    /// or back up.
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.blip();
+        }
+    }
+}
+
+/// Has the shell print `marker` (`$((…))`, so the typed line does not show it) and the
+/// terminal's size; returns the size as the shell sees it, `rows cols`.
+async fn shell_size(b: &Browser, marker: &str, shown: &str) -> String {
+    b.type_in_terminal(&format!(
+        "echo {marker} $(stty size){}",
+        char::from(Key::Enter)
+    ))
+    .await;
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let screen = b.until_screen_shows(shown).await;
+        let after = &screen[screen.rfind(shown).unwrap() + shown.len()..];
+        let size: Vec<&str> = after.split_whitespace().take(2).collect();
+        if size.len() == 2 && size.iter().all(|n| n.parse::<u16>().is_ok()) {
+            return size.join(" ");
+        }
+        assert!(Instant::now() < deadline, "no size after {shown}: {screen}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After the connection drops, the terminal says so, reconnects by itself to a new shell of
+/// the same size, and works; after the shell exits it does not reconnect but offers a new
+/// shell; a network that stays down ends its tries with a Reconnect button.
+#[tokio::test(flavor = "current_thread")]
+async fn the_terminal_reconnects_after_a_network_blip() {
+    let server = GitServer::start();
+    let root = tempfile::tempdir().unwrap();
+    let (gw, admin, _reaper) = gateway(root.path(), &server);
+    let (status, created) = post(&gw.api("/sandboxes"), &admin, json!({ "profile": "full" }));
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, started) = call(
+        "POST",
+        &gw.api(&format!("/sandboxes/{id}/start")),
+        Some(&admin),
+        &[],
+        None,
+    );
+    assert_eq!(status, 200, "{started}");
+    let net = Network::start(&gw).await;
+    let enter = char::from(Key::Enter);
+
+    let b = Browser::start().await;
+    b.sign_in_at(&net.url, "admin2@example.com").await;
+    b.goto(&format!("{}/sessions/{id}/terminal", net.url)).await;
+    until("the terminal connects", || async {
+        b.text("#terminal-status").await == "Connected."
+    })
+    .await;
+    let before = shell_size(&b, "before-$((0+1))", "before-1").await;
+    let rows = b
+        .run("return document.querySelector('.xterm-accessibility-tree').children.length;")
+        .await;
+    assert!(
+        before.starts_with(&format!("{rows} ")),
+        "the shell has the terminal's {rows} rows: {before}"
+    );
+
+    net.blip();
+    until(
+        "the page reconnects by itself and says it is a new shell",
+        || async {
+            b.text("#terminal-status")
+                .await
+                .contains("Reconnected. This is a new shell")
+        },
+    )
+    .await;
+    assert_eq!(
+        shell_size(&b, "after-$((6*7))", "after-42").await,
+        before,
+        "the new shell has the terminal's size"
+    );
+    b.screenshot("web-terminal-reconnected").await;
+
+    // An exit is not a blip: the page says the shell ended and offers a new one.
+    b.type_in_terminal(&format!("exit 3{enter}")).await;
+    until("the page says the shell ended", || async {
+        b.text("#terminal-status").await == "The shell ended (exit code 3)."
+    })
+    .await;
+    b.click("#terminal-reconnect").await;
+    until("a new shell", || async {
+        b.text("#terminal-status").await == "Connected to a new shell."
+    })
+    .await;
+    b.type_in_terminal(&format!("echo again-$((5*5)){enter}"))
+        .await;
+    b.until_screen_shows("again-25").await;
+
+    // A network that stays down: the page stops after its last try (about 35 s of pauses)
+    // and offers to reconnect, which works once the network is back.
+    net.set_down(true);
+    until("the page gives up and says what to do", || async {
+        b.text("#terminal-status")
+            .await
+            .contains("6 tries to reconnect failed. Check your network")
+    })
+    .await;
+    net.set_down(false);
+    b.click("#terminal-reconnect").await;
+    until("reconnected", || async {
+        b.text("#terminal-status").await.starts_with("Reconnected.")
+    })
+    .await;
+    b.type_in_terminal(&format!("echo back-$((9*9)){enter}"))
+        .await;
+    b.until_screen_shows("back-81").await;
+    b.close().await;
 }

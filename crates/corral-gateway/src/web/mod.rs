@@ -2,7 +2,9 @@
 //! the session picker, a terminal, a sandbox's activity and the admin's view. HTML is
 //! rendered here (maud); a little JavaScript (htmx and corral's own scripts, all served
 //! from [`assets`]) calls the JSON API with the page's session cookie and CSRF token, so
-//! every action the page offers goes through the same checks as the API.
+//! every action the page offers goes through the same checks as the API. The page has one
+//! JSON endpoint of its own, which turns a typed custom command line into the API's
+//! `command` and `ports` ([`custom_command`]).
 //!
 //! Every page and asset carries a strict Content-Security-Policy: scripts and styles only
 //! from this origin, no inline script or style, no framing; pages are never cached and
@@ -10,6 +12,7 @@
 
 mod admin;
 mod assets;
+mod custom_command;
 mod layout;
 mod login;
 mod sandbox_pages;
@@ -42,6 +45,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(login::form).post(login::submit))
         .route("/logout", post(login::logout))
         .route("/fragments/sessions", get(sessions::fragment))
+        .route("/new-session/command", post(custom_command::parse))
         .route("/sessions/{id}/open", get(sandbox_pages::open))
         .route("/sessions/{id}/terminal", get(sandbox_pages::terminal))
         .route("/sessions/{id}/activity", get(sandbox_pages::activity))

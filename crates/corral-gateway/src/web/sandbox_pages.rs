@@ -100,7 +100,13 @@ pub(super) async fn terminal(
             p.hint { "This session is " (s.state) ". " a href={"/sessions/" (s.id) "/open"} { "Start it" } " to use its terminal." }
         }
         div #terminal .terminal data-sandbox=(s.id) {}
-        p.hint { "Copy: select text, then Ctrl+Shift+C. Paste: Ctrl+Shift+V. The terminal reconnects by itself after a network blip." }
+        div.actions.terminal-actions {
+            button #terminal-copy type="button" { "Copy selection" }
+            button #terminal-paste type="button" { "Paste" }
+            button #terminal-reconnect type="button" hidden { "Reconnect" }
+            span.hint #clipboard-status role="status" aria-live="polite" {}
+        }
+        p.hint { "Copy: select text with the mouse, then Ctrl+Shift+C (Ctrl+C interrupts the program, as in any terminal). Paste: Ctrl+V, Ctrl+Shift+V or Shift+Insert. The terminal reconnects by itself after a network blip; after a reconnect it is a new shell." }
     };
     let assets = [
         "xterm.css",

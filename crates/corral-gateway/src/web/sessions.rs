@@ -18,6 +18,8 @@ const AGENTS: &[(&str, &str)] = &[
     ("opencode", "opencode's web UI"),
     ("code-server", "VS Code in the browser"),
 ];
+/// The agent that runs the person's own command line.
+const CUSTOM: &str = crate::agents::CUSTOM;
 /// Profile preselected in the form.
 const DEFAULT_PROFILE: &str = "restricted";
 
@@ -63,7 +65,22 @@ pub(super) async fn home(State(state): State<AppState>, viewer: Viewer) -> Respo
                         @for (name, description) in AGENTS {
                             option value=(name) { (name) " — " (description) }
                         }
+                        option value=(CUSTOM) { "custom command — your own program, and the port(s) it serves" }
                     }
+                }
+                fieldset #custom-fields hidden {
+                    legend { "Custom command" }
+                    label {
+                        "Command"
+                        input #command name="command" type="text" autocomplete="off" spellcheck="false"
+                            autocapitalize="off" placeholder="python3 -m http.server 8000";
+                    }
+                    p.hint { "Split into words as a shell would (quote words with spaces), but run without a shell: for && or | write sh -c '…'. It runs in /workspace." }
+                    label {
+                        "Ports it serves"
+                        input #ports name="ports" type="text" autocomplete="off" placeholder="8000";
+                    }
+                    p.hint { "Separate several with commas; the first one opens in the browser. Leave it empty for a command that serves no page (use its terminal)." }
                 }
                 button.primary type="submit" { "Create and open" }
                 p.error #create-error role="alert" hidden {}
@@ -128,7 +145,10 @@ fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
                     (Some(repo), Some(branch)) => { span { (repo) " @ " (branch) } }
                     _ => { span { "blank workspace" } }
                 }
-                span { "agent " (s.agent) }
+                @match &s.command {
+                    Some(command) => { span { "command " code.command { (command_line(command)) } } }
+                    None => { span { "agent " (s.agent) } }
+                }
                 span { "profile " (s.profile) }
                 span { "created " (ago(now - s.created)) }
                 span { "active " (ago(now - s.last_activity)) }
@@ -174,6 +194,11 @@ pub(super) fn title(s: &Sandbox) -> String {
     }
 }
 
+/// A custom session's command as a person would type it (words quoted where needed).
+fn command_line(words: &[String]) -> String {
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+}
+
 /// `secs` as a short age: "just now", "5 min ago", "3 h ago", "2 days ago".
 fn ago(secs: i64) -> String {
     match secs.max(0) {
@@ -195,5 +220,18 @@ mod tests {
         assert_eq!(ago(600), "10 min ago");
         assert_eq!(ago(7300), "2 h ago");
         assert_eq!(ago(3 * 86400), "3 days ago");
+    }
+
+    #[test]
+    fn commands_read_as_typed() {
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            command_line(&words(&["python3", "-m", "http.server", "8000"])),
+            "python3 -m http.server 8000"
+        );
+        assert_eq!(
+            command_line(&words(&["sh", "-c", "a && b"])),
+            "sh -c 'a && b'"
+        );
     }
 }
