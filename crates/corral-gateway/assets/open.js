@@ -12,6 +12,7 @@
   const agent = root.dataset.agent;
   const hasRepo = root.dataset.repo !== undefined;
   const progress = document.getElementById('open-progress');
+  const shared = root.dataset.shared !== undefined;
   const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
   const step = (name, status) => {
     const el = document.getElementById(`step-${name}`);
@@ -51,7 +52,22 @@
     }
   }
 
+  // A session shared with the viewer is not theirs to start: its session host wakes it.
+  async function openShared() {
+    for (const name of ['start', 'clone', 'ready']) step(name, 'done');
+    const record = await api('GET', `/api/v1/sandboxes/${id}`);
+    if (!record.ok) {
+      await fail(record.message, 'Ask its owner to share it with you again.');
+      return;
+    }
+    await openAgent(record.body);
+  }
+
   async function run() {
+    if (shared) {
+      await openShared();
+      return;
+    }
     step('start', 'active');
     const done = { value: false };
     watchStart(done);
@@ -78,10 +94,20 @@
     step('start', 'done');
     step('clone', 'done');
     step('ready', 'done');
+    await openAgent(started.body);
+  }
+
+  // Opens the agent of the sandbox `record` describes: its session host through a one-time
+  // ticket, or the terminal for an agent with no page.
+  async function openAgent(record) {
     step('open', 'active');
     // An agent with no port (a shell) has no page of its own: its sandbox's `url` is null
     // (a gateway without session hosts has no `url` at all; then only the shell has none).
-    const noPage = 'url' in started.body ? started.body.url === null : agent === 'shell';
+    const noPage = 'url' in record ? record.url === null : agent === 'shell';
+    if (noPage && shared) {
+      await fail(`This session's agent (${agent}) has no page to open, and its terminal is its owner's alone.`);
+      return;
+    }
     if (noPage) {
       window.location.assign(`/sessions/${id}/terminal`);
       return;

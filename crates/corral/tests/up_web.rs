@@ -966,7 +966,8 @@ fn behind_a_trusted_auth_proxy_arriving_is_signing_in() {
 
 /// A person picks "custom command", types a command line and its port, and lands on what
 /// that command serves at the session's own host; mistakes in the form are refused with what
-/// to fix, on the field to fix; the list then shows the command.
+/// to fix, on the field to fix; the list then shows the command. Shared with another user, it
+/// shows in their list as shared and opens for them too.
 #[tokio::test(flavor = "current_thread")]
 async fn a_custom_command_session_opens_at_its_session_host() {
     let server = GitServer::start();
@@ -1067,6 +1068,27 @@ async fn a_custom_command_session_opens_at_its_session_host() {
     b.goto(&gw.url).await;
     let row = b.text(&format!("li.session[data-sandbox=\"{id}\"]")).await;
     assert!(row.contains("command python3 -m http.server 8000"), "{row}");
+
+    // Alice shares it with bob: his list shows it as shared, with Open as its only action,
+    // and Open takes him to what it serves at its session host.
+    let share = gw.api(&format!("/sandboxes/{id}/shares/bob@example.com"));
+    let (status, shared) = call("PUT", &share, Some(&admin), &[], None);
+    assert_eq!(status, 200, "{shared}");
+    b.sign_out().await;
+    b.sign_in(&gw, "bob@example.com").await;
+    let row_css = format!("li.session.shared[data-sandbox=\"{id}\"]");
+    let row = b.text(&row_css).await;
+    assert!(row.contains("shared by alice@example.com"), "{row}");
+    assert!(!b.has(&format!("#delete-{id}")).await && !b.has(&format!("#stop-{id}")).await);
+    b.click(&format!("#open-{id}")).await;
+    until("bob reaches the session host", || async {
+        host().await == format!("{id}.localhost")
+    })
+    .await;
+    until("python's listing shows for bob", || async {
+        b.text("body").await.contains("Directory listing for /")
+    })
+    .await;
     b.close().await;
 }
 

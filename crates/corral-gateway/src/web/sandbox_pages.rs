@@ -14,15 +14,38 @@ use super::{error_page, html, layout};
 use crate::api::AppState;
 use crate::store::Sandbox;
 
-/// The sandbox `id` if the viewer may see it, else the "no such session" page.
+/// The sandbox `id` if the viewer may act on it (its owner, an admin), else the "no such
+/// session" page.
 async fn visible(state: &AppState, viewer: &Viewer, id: String) -> Result<Sandbox, Response> {
+    find(state, viewer, id, |s, viewer| {
+        s.owner_id == viewer.user.id || viewer.is_admin()
+    })
+    .await
+}
+
+/// The sandbox `id` if the viewer may open it (also someone it is shared with), else the "no
+/// such session" page.
+async fn openable(state: &AppState, viewer: &Viewer, id: String) -> Result<Sandbox, Response> {
+    find(state, viewer, id, |s, viewer| {
+        s.opens_for(viewer.user.id) || viewer.is_admin()
+    })
+    .await
+}
+
+/// The sandbox `id` if `allowed`, else the "no such session" page.
+async fn find(
+    state: &AppState,
+    viewer: &Viewer,
+    id: String,
+    allowed: impl Fn(&Sandbox, &Viewer) -> bool,
+) -> Result<Sandbox, Response> {
     let lookup = id.clone();
     let sandbox = state
         .db(move |s| s.sandbox(&lookup))
         .await
         .map_err(axum::response::IntoResponse::into_response)?;
     sandbox
-        .filter(|s| s.owner_id == viewer.user.id || viewer.is_admin())
+        .filter(|s| allowed(s, viewer))
         .ok_or_else(|| {
             error_page(
                 Some(viewer),
@@ -54,13 +77,20 @@ pub(super) async fn open(
     viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let s = match visible(&state, &viewer, id).await {
+    let s = match openable(&state, &viewer, id).await {
         Ok(s) => s,
         Err(page) => return page,
     };
+    // Someone it is shared with opens its page, which wakes it: they do not start it.
+    let shared = s.owner_id != viewer.user.id && !viewer.is_admin();
     let body = html! {
-        (heading(&s, "Opening"))
-        section.card #progress data-sandbox=(s.id) data-agent=(s.agent) data-repo=[s.repo.as_ref()] {
+        @if shared {
+            h1 { "Opening: " (title(&s)) }
+            p.hint { "Shared with you by " (s.owner) "." }
+        } @else {
+            (heading(&s, "Opening"))
+        }
+        section.card #progress data-sandbox=(s.id) data-agent=(s.agent) data-repo=[s.repo.as_ref()] data-shared=[shared.then_some("")] {
             ol.steps {
                 li #step-start data-status="pending" { "Starting the sandbox (profile " (s.profile) ")" }
                 @if let (Some(repo), Some(branch)) = (&s.repo, &s.branch) {

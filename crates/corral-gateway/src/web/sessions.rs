@@ -132,6 +132,9 @@ fn list(sandboxes: &[Sandbox], viewer: &Viewer) -> Markup {
 }
 
 fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
+    if s.owner_id != viewer.user.id && !viewer.is_admin() {
+        return shared_row(s, now);
+    }
     let running = s.state == "running";
     let api = format!("/api/v1/sandboxes/{}", s.id);
     html! {
@@ -173,6 +176,27 @@ fn row(s: &Sandbox, viewer: &Viewer, now: i64) -> Markup {
                 button.danger #{"delete-" (s.id)} type="button" hx-delete=(api) hx-swap="none"
                     hx-disabled-elt="this" data-refresh=""
                     hx-confirm={"Delete " (s.name) "? Its workspace stays on the host."} { "Delete" }
+            }
+        }
+    }
+}
+
+/// A session someone shared with the viewer: they may open its page (which wakes it), and
+/// nothing else, so that is the one action shown.
+fn shared_row(s: &Sandbox, now: i64) -> Markup {
+    html! {
+        li.session.shared data-sandbox=(s.id) data-state=(s.state) {
+            div.title {
+                strong { (title(s)) }
+                span class={"state state-" (s.state)} { (s.state) }
+            }
+            p.meta {
+                span { "shared by " (s.owner) }
+                span { "agent " (s.agent) }
+                span { "active " (ago(now - s.last_activity)) }
+            }
+            div.actions {
+                a.button.primary #{"open-" (s.id)} href={"/sessions/" (s.id) "/open"} { "Open" }
             }
         }
     }
