@@ -193,12 +193,7 @@ pub(super) async fn viewable(
     caller: &Caller,
     id: String,
 ) -> Result<Sandbox, ApiError> {
-    let not_found = || ApiError::not_found(format!("no sandbox with id {id:?}"));
-    let lookup = id.clone();
-    let sandbox = state.db(move |s| s.sandbox(&lookup)).await?;
-    sandbox
-        .filter(|s| s.opens_for(caller.0.id) || caller.is_admin())
-        .ok_or_else(not_found)
+    find(state, id, |s| s.opens_for(caller.0.id) || caller.is_admin()).await
 }
 
 /// The sandbox `id` if the caller may act on it (its owner or an admin); 404 otherwise.
@@ -207,12 +202,20 @@ pub(super) async fn visible(
     caller: &Caller,
     id: String,
 ) -> Result<Sandbox, ApiError> {
+    find(state, id, |s| s.owner_id == caller.0.id || caller.is_admin()).await
+}
+
+/// The sandbox `id` if `allowed`; the same 404 as for no such id otherwise, so ids of
+/// others' sandboxes are not confirmed.
+async fn find(
+    state: &AppState,
+    id: String,
+    allowed: impl Fn(&Sandbox) -> bool,
+) -> Result<Sandbox, ApiError> {
     let not_found = || ApiError::not_found(format!("no sandbox with id {id:?}"));
     let lookup = id.clone();
     let sandbox = state.db(move |s| s.sandbox(&lookup)).await?;
-    sandbox
-        .filter(|s| s.owner_id == caller.0.id || caller.is_admin())
-        .ok_or_else(not_found)
+    sandbox.filter(|s| allowed(s)).ok_or_else(not_found)
 }
 
 /// `GET /api/v1/sandboxes/{id}`.
