@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::RootCertStore;
 use rustls::sign::SingleCertAndKey;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -133,11 +133,9 @@ where
             )
         }
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.head_timeout)
-        .max_buf_size(shared.limits.max_head_bytes.max(8192))
-        .max_headers(shared.limits.max_headers)
+    let served = shared
+        .limits
+        .http1_server()
         .serve_connection(TokioIo::new(client), service)
         .await;
     if let Err(e) = served {

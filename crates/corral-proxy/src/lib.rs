@@ -90,6 +90,22 @@ impl Default for ProxyLimits {
     }
 }
 
+impl ProxyLimits {
+    /// An HTTP/1 server for a sandbox's side of a connection (its requests to the proxy, or
+    /// inside an intercepted tunnel), bounded by these limits.
+    pub(crate) fn http1_server(&self) -> hyper::server::conn::http1::Builder {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.head_timeout)
+            .max_buf_size(self.max_head_bytes.max(8192))
+            // The read buffer cannot be smaller than 8 KiB; this bounds the head exactly.
+            .max_header_size(self.max_head_bytes)
+            .max_headers(self.max_headers);
+        builder
+    }
+}
+
 /// The proxy for one sandbox: its identity, the policy that decides for it, where decisions
 /// are recorded, and its limits.
 #[derive(Clone)]
@@ -341,14 +357,10 @@ impl EgressProxy {
             let shared = Arc::clone(&shared);
             async move { Ok::<_, std::convert::Infallible>(route(request, shared).await) }
         });
-        let limits = &self.shared.limits;
-        let served = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(limits.head_timeout)
-            .max_buf_size(limits.max_head_bytes.max(8192))
-            // The read buffer cannot be smaller than 8 KiB; this bounds the head exactly.
-            .max_header_size(limits.max_head_bytes)
-            .max_headers(limits.max_headers)
+        let served = self
+            .shared
+            .limits
+            .http1_server()
             .keep_alive(true)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::Shared;
@@ -208,11 +208,9 @@ where
             )
         }
     });
-    let served = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.limits.head_timeout)
-        .max_buf_size(shared.limits.max_head_bytes.max(8192))
-        .max_headers(shared.limits.max_headers)
+    let served = shared
+        .limits
+        .http1_server()
         .serve_connection(TokioIo::new(client), service)
         .await;
     if let Err(e) = served {

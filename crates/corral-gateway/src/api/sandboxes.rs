@@ -202,7 +202,10 @@ pub(super) async fn visible(
     caller: &Caller,
     id: String,
 ) -> Result<Sandbox, ApiError> {
-    find(state, id, |s| s.owner_id == caller.0.id || caller.is_admin()).await
+    find(state, id, |s| {
+        s.owner_id == caller.0.id || caller.is_admin()
+    })
+    .await
 }
 
 /// The sandbox `id` if `allowed`; the same 404 as for no such id otherwise, so ids of

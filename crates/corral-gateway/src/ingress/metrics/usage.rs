@@ -54,18 +54,6 @@ use crate::runtime::Runtime;
 /// Most bytes of one file read by one scrape.
 const MAX_READ: u64 = 4 * 1024 * 1024;
 
-/// The action names `corral_policy::Action::name` gives; anything else counts as `other`.
-const ACTIONS: &[&str] = &[
-    "connect",
-    "http_request",
-    "git_push",
-    "inference",
-    "mcp_tool_call",
-    "exec",
-    "read",
-    "write",
-];
-
 /// The verdicts `corral_policy::Decision::verdict` gives.
 const OUTCOMES: &[&str] = &["allow", "deny", "audit-deny"];
 
@@ -250,7 +238,7 @@ impl Usage {
                 continue;
             };
             let labels = DecisionLabels {
-                action: known(ACTIONS, &event.action),
+                action: known(corral_policy::ACTION_NAMES, &event.action),
                 outcome: known(OUTCOMES, &event.decision),
             };
             self.decisions.get_or_create(&labels).inc();
