@@ -76,21 +76,8 @@ pub(super) fn missing(segment: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    fn provider(name: &str, kind: ProviderKind) -> Provider {
-        Provider {
-            name: name.into(),
-            kind,
-            base_url: "http://x".into(),
-            sealed_key: Vec::new(),
-            allow_private: false,
-            aliases: BTreeMap::new(),
-            created: 0,
-        }
-    }
+    use crate::inference::tests::provider;
 
     #[test]
     fn a_kind_picks_the_provider_named_like_it_else_the_first_of_it() {

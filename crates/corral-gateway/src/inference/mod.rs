@@ -255,10 +255,11 @@ fn today() -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn provider(name: &str, kind: ProviderKind) -> Provider {
+    /// A provider record for tests: no key, no aliases.
+    pub(crate) fn provider(name: &str, kind: ProviderKind) -> Provider {
         Provider {
             name: name.into(),
             kind,
