@@ -97,7 +97,17 @@ pub fn open_sources(
         };
         let tree = match mapped_trees.remove(source) {
             Some(tree) => tree,
-            None => detached_copy(source, writable)?,
+            None => match detached_copy(source, writable) {
+                // Removed since the plan was made (a user's home deleted meanwhile): there is
+                // nothing left to show, so the sandbox goes without it. A writable bind is
+                // what the caller asked to work in, so its loss stays an error.
+                Err(SandboxError::Mount { source: e, .. })
+                    if !writable && e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    continue;
+                }
+                copied => copied?,
+            },
         };
         binds.insert(source.clone(), (tree, source.is_dir()));
     }
