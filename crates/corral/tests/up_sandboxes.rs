@@ -217,8 +217,8 @@ fn the_openapi_document_describes_the_routes_the_server_has() {
 
 /// Behind a TLS-terminating proxy (`--public-url https://corral.test`), the URLs the gateway
 /// hands out are the ones browsers use: session hosts and ticket links are
-/// `https://<id>.corral.test` (the public host is the domain), a ticket's cookie is
-/// `Secure`, and the start-up lines say where the gateway is public. A URL with a path is
+/// `https://<id>.corral.test` (the public host is the domain), a ticket's cookie and the
+/// page's are `Secure`, and the start-up lines say where the gateway is public. A URL with a path is
 /// refused at start, saying what to write instead.
 #[test]
 fn a_public_url_names_the_session_hosts_behind_a_proxy() {
@@ -257,6 +257,10 @@ fn a_public_url_names_the_session_hosts_behind_a_proxy() {
     assert_eq!(redeemed.status, 303, "{redeemed:?}");
     let cookie = redeemed.header("set-cookie").unwrap();
     assert!(cookie.contains("; Secure"), "{cookie}");
+    // The page's own cookies too (here the sign-in form's).
+    let login = corral_testkit::ingress::raw(&gw, "GET /login HTTP/1.1\r\nHost: corral.test");
+    let cookie = login.header("set-cookie").unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
 
     let refused = std::process::Command::new(BIN)
         .args([

@@ -126,6 +126,14 @@ pub fn router(state: AppState) -> Router {
     // Uploads are archives, not small JSON documents: their own limit, added after the
     // JSON limit's layers so those do not apply to them.
     let max_upload = state.config.max_upload;
+    // Browsers reach the page over HTTPS (the listener's TLS, or a proxy's): its cookies are
+    // then Secure.
+    let https = state.config.tls_cert.is_some()
+        || state
+            .config
+            .public_url
+            .as_ref()
+            .is_some_and(|url| url.is_https());
     let files = Router::new().route(
         "/api/v1/sandboxes/{id}/files",
         get(files::download)
@@ -136,7 +144,7 @@ pub fn router(state: AppState) -> Router {
     );
     Router::new()
         .nest("/api/v1", api)
-        .merge(crate::web::router())
+        .merge(crate::web::router(https))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(DefaultBodyLimit::max(MAX_BODY))

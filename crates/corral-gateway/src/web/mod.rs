@@ -38,8 +38,9 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    font-src 'self'; connect-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
-/// The page's routes.
-pub fn router() -> Router<AppState> {
+/// The page's routes; with `https` (browsers reach the gateway over HTTPS) its cookies are
+/// marked `Secure`.
+pub fn router(https: bool) -> Router<AppState> {
     Router::new()
         .route("/", get(sessions::home))
         .route("/login", get(login::form).post(login::submit))
@@ -53,12 +54,18 @@ pub fn router() -> Router<AppState> {
         .route("/fragments/users", get(admin::users_fragment))
         .route("/fragments/tokens", get(admin::tokens_fragment))
         .route("/assets/{file}", get(assets::serve))
-        .layer(middleware::map_response(security_headers))
+        .layer(middleware::map_response(move |response| {
+            security_headers(response, https)
+        }))
 }
 
-/// Adds the security headers; pages (not assets) are also marked uncacheable.
-async fn security_headers(mut response: Response) -> Response {
+/// Adds the security headers; pages (not assets) are also marked uncacheable; over HTTPS
+/// every cookie set is `Secure`.
+async fn security_headers(mut response: Response, https: bool) -> Response {
     let headers = response.headers_mut();
+    if https {
+        session::mark_cookies_secure(headers);
+    }
     headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -168,8 +168,27 @@ pub(super) async fn end(headers: &HeaderMap, state: &AppState) -> Result<HeaderV
     Ok(set_cookie(SESSION_COOKIE, "", "/", 0, "Lax"))
 }
 
-/// A `Set-Cookie` value: host-only, `HttpOnly`. (The gateway serves plain HTTP itself, so
-/// `Secure` is left to the TLS-terminating proxy in front, which may add it.)
+/// Adds `Secure` to every `Set-Cookie` in `headers`: a browser then never sends them over
+/// plain HTTP.
+pub(super) fn mark_cookies_secure(headers: &mut HeaderMap) {
+    let cookies: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|value| {
+            let mut text = value.as_bytes().to_vec();
+            text.extend_from_slice(b"; Secure");
+            // Appending ASCII to a valid header value keeps it valid.
+            HeaderValue::from_bytes(&text).unwrap_or_else(|_| value.clone())
+        })
+        .collect();
+    headers.remove(SET_COOKIE);
+    for cookie in cookies {
+        headers.append(SET_COOKIE, cookie);
+    }
+}
+
+/// A `Set-Cookie` value: host-only, `HttpOnly` (`Secure` is added on the way out when the
+/// page is served over HTTPS: [`mark_cookies_secure`]).
 pub(super) fn set_cookie(
     name: &str,
     value: &str,
