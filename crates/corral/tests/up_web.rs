@@ -1069,11 +1069,29 @@ async fn a_custom_command_session_opens_at_its_session_host() {
     let row = b.text(&format!("li.session[data-sandbox=\"{id}\"]")).await;
     assert!(row.contains("command python3 -m http.server 8000"), "{row}");
 
-    // Alice shares it with bob: his list shows it as shared, with Open as its only action,
-    // and Open takes him to what it serves at its session host.
-    let share = gw.api(&format!("/sandboxes/{id}/shares/bob@example.com"));
-    let (status, shared) = call("PUT", &share, Some(&admin), &[], None);
-    assert_eq!(status, 200, "{shared}");
+    // Alice shares it with bob on its Sharing page (an unknown email is refused there): his
+    // list shows it as shared, with Open as its only action, and Open takes him to what it
+    // serves at its session host.
+    b.goto(&format!("{}/sessions/{id}/sharing", gw.url)).await;
+    assert!(b.text("#shares-empty").await.contains("Not shared"));
+    let share_with = |email: &'static str| {
+        let b = &b;
+        async move {
+            let field = b.wait_for("#share-email").await;
+            field.clear().await.unwrap();
+            field.send_keys(email).await.unwrap();
+            b.click("#share-form button[type=submit]").await;
+        }
+    };
+    share_with("nobody@example.com").await;
+    let refused = b.text("#share-error:not([hidden])").await;
+    assert!(refused.contains("no user with email"), "{refused}");
+    share_with("bob@example.com").await;
+    until("the page lists bob", || async {
+        b.has("#shares li").await && b.text("#shares").await.contains("bob@example.com")
+    })
+    .await;
+    b.screenshot("web-sharing").await;
     b.sign_out().await;
     b.sign_in(&gw, "bob@example.com").await;
     let row_css = format!("li.session.shared[data-sandbox=\"{id}\"]");
@@ -1089,6 +1107,17 @@ async fn a_custom_command_session_opens_at_its_session_host() {
         b.text("body").await.contains("Directory listing for /")
     })
     .await;
+
+    // Alice stops sharing it: it leaves bob's list.
+    b.goto(&gw.url).await;
+    b.sign_out().await;
+    b.sign_in(&gw, "alice@example.com").await;
+    b.goto(&format!("{}/sessions/{id}/sharing", gw.url)).await;
+    b.click("#shares button[data-unshare=\"bob@example.com\"]")
+        .await;
+    b.wait_for("#shares-empty").await;
+    let (_, record) = sandbox(&gw, &admin, &id);
+    assert_eq!(record["shared_with"], json!([]), "{record}");
     b.close().await;
 }
 

@@ -21,6 +21,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("corral.css", CSS, include_bytes!("../../assets/corral.css")),
     ("corral.js", JS, include_bytes!("../../assets/corral.js")),
     ("open.js", JS, include_bytes!("../../assets/open.js")),
+    ("share.js", JS, include_bytes!("../../assets/share.js")),
     (
         "terminal.js",
         JS,

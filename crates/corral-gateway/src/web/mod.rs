@@ -50,6 +50,7 @@ pub fn router(https: bool) -> Router<AppState> {
         .route("/sessions/{id}/open", get(sandbox_pages::open))
         .route("/sessions/{id}/terminal", get(sandbox_pages::terminal))
         .route("/sessions/{id}/activity", get(sandbox_pages::activity))
+        .route("/sessions/{id}/sharing", get(sandbox_pages::sharing))
         .route("/admin", get(admin::page))
         .route("/fragments/users", get(admin::users_fragment))
         .route("/fragments/tokens", get(admin::tokens_fragment))

@@ -64,6 +64,7 @@ fn heading(s: &Sandbox, what: &str) -> Markup {
                 a href={"/sessions/" (s.id) "/open"} { "Open" }
                 a href={"/sessions/" (s.id) "/terminal"} { "Terminal" }
                 a href={"/sessions/" (s.id) "/activity"} { "Activity" }
+                a href={"/sessions/" (s.id) "/sharing"} { "Sharing" }
                 a href="/" { "All sessions" }
             }
         }
@@ -205,6 +206,48 @@ pub(super) async fn activity(
         Some(&viewer),
         "Activity",
         &["activity.js"],
+        body,
+    )))
+}
+
+/// `GET /sessions/{id}/sharing`: who else may open the session, and a form to share it with
+/// one more person or stop (share.js calls the API).
+pub(super) async fn sharing(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    let s = match visible(&state, &viewer, id).await {
+        Ok(s) => s,
+        Err(page) => return page,
+    };
+    let body = html! {
+        (heading(&s, "Sharing"))
+        section.card #sharing data-sandbox=(s.id) {
+            p { "People you share this session with find it in their own list and can open it: its agent's page and the ports it serves. They cannot start or stop it, use its terminal, see its activity or delete it." }
+            @if s.shared_with.is_empty() {
+                p.empty #shares-empty { "Not shared with anyone yet." }
+            } @else {
+                ul.shares #shares {
+                    @for user in &s.shared_with {
+                        li {
+                            span { (user.email) }
+                            button.danger type="button" data-unshare=(user.email) { "Stop sharing" }
+                        }
+                    }
+                }
+            }
+            form #share-form {
+                label { "Share with (their email)" input #share-email name="email" type="email" autocomplete="off" required; }
+                button.primary type="submit" { "Share" }
+            }
+            p.error #share-error role="alert" hidden {}
+        }
+    };
+    viewer.with_cookie(html(layout::page(
+        Some(&viewer),
+        "Sharing",
+        &["share.js"],
         body,
     )))
 }
