@@ -113,8 +113,18 @@ for _ in $(seq "$RESUMES"); do
   resumes+=("$t")
 done
 
+# The same program's own start on the host, spawn → listening, RESUMES times: the part of a
+# resume that is node's, not corral's.
+STARTED='require("http").createServer((q,s)=>s.end("hello\n")).listen(0,"127.0.0.1",()=>process.exit())'
+node_starts=()
+for _ in $(seq "$RESUMES"); do
+  t0=$(date +%s%N)
+  node -e "$STARTED"
+  node_starts+=("$(( ($(date +%s%N) - t0) / 1000 ))e-6")
+done
+
 python3 - "$d_rps $d_p50 $d_p99 $d_err" "$n_rps $n_p50 $n_p99 $n_err" "$c_rps $c_p50 $c_p99 $c_err" \
-  "${resumes[*]}" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
+  "${resumes[*]}" "$THREADS" "$CONNECTIONS" "$DURATION" "${node_starts[*]}" <<'PY'
 import statistics, sys
 rows = [("direct", sys.argv[1]), ("nginx", sys.argv[2]), ("corral ingress", sys.argv[3])]
 parsed = {name: [float(x) for x in v.split()] for name, v in rows}
@@ -127,4 +137,8 @@ for name, (rps, p50, p99, err) in parsed.items():
 resumes = sorted(float(t) * 1000 for t in sys.argv[4].split())
 print(f"\nResume (stopped → first byte, {len(resumes)} rounds): median {statistics.median(resumes):.0f} ms, "
       f"min {resumes[0]:.0f} ms, max {resumes[-1]:.0f} ms")
+starts = sorted(float(t) * 1000 for t in sys.argv[8].split())
+print(f"node alone on the host (spawn → listening, {len(starts)} rounds): median "
+      f"{statistics.median(starts):.0f} ms, min {starts[0]:.0f} ms, max {starts[-1]:.0f} ms; "
+      f"corral's share of the median resume: {statistics.median(resumes) - statistics.median(starts):.0f} ms")
 PY

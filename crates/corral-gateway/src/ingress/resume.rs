@@ -172,14 +172,15 @@ async fn wait_for_port(
     loop {
         // A request waiting for the sandbox is use: the reaper must not stop it meanwhile.
         ingress.activity.touch(id);
-        let start = ingress.warming.get(id);
-        if ingress.runtime.is_running(id) {
-            if let Ok(sender) = ingress.upstream.probe(&socket, port).await {
-                return Ok(sender);
-            }
-        } else if start.is_none_or(|s| s.returned) {
+        // Probed while the start is still under way too: the server may listen before the
+        // start has been recorded (the ingress socket answers as soon as it is bound).
+        let starting = ingress.warming.get(id).is_some_and(|s| !s.returned);
+        if !starting && !ingress.runtime.is_running(id) {
             // The start failed (the log says why), or the sandbox started and ended.
             return Err(failed());
+        }
+        if let Ok(sender) = ingress.upstream.probe(&socket, port).await {
+            return Ok(sender);
         }
         let pause = if began.elapsed() < FAST_PROBING {
             PROBE_PAUSE
