@@ -227,7 +227,8 @@ pub struct PlanInput {
     /// agent settings and history outlive the run (a gateway session's home).
     pub persistent_home: Option<PathBuf>,
     /// A host path for the ingress socket: connections to it that name a port (`4096\n`)
-    /// reach that port on the sandbox's loopback.
+    /// reach that port on the sandbox's loopback (`4096 fd\n`: get the connected socket;
+    /// see `ingress`).
     pub ingress_socket: Option<PathBuf>,
     /// A host path for the control socket, through which host-side callers run more
     /// commands in the running sandbox (see `control`).
