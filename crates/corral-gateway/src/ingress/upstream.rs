@@ -49,12 +49,14 @@ pub enum UpstreamError {
     Http(#[from] hyper::Error),
 }
 
-type Key = (String, u16);
+/// Idle connections by sandbox id, then port (looked up by `&str`: no key is allocated per
+/// request).
+type Pool = HashMap<String, HashMap<u16, Vec<SendRequest<Body>>>>;
 
 /// Idle HTTP/1.1 connections to sandbox ports.
 #[derive(Default)]
 pub struct Upstream {
-    idle: Arc<Mutex<HashMap<Key, Vec<SendRequest<Body>>>>>,
+    idle: Arc<Mutex<Pool>>,
 }
 
 impl Upstream {
@@ -89,9 +91,11 @@ impl Upstream {
         loop {
             let mut sender = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                let list = idle.get_mut(&(id.to_owned(), port))?;
-                list.pop()?
+                idle.get_mut(id)?.get_mut(&port)?.pop()?
             };
+            if sender.is_ready() {
+                return Some(sender);
+            }
             // Ready at once unless the last request's upload is still under way (the server
             // answered before reading it all): then it is not reused.
             let ready = tokio::time::timeout(READY_WAIT, sender.ready()).await;
@@ -105,15 +109,20 @@ impl Upstream {
     /// its end (never for an upgraded connection).
     pub fn returner(
         &self,
-        id: &str,
+        id: Arc<str>,
         port: u16,
         sender: SendRequest<Body>,
     ) -> Box<dyn FnOnce() + Send + Sync> {
         let idle = self.idle.clone();
-        let key = (id.to_owned(), port);
         Box::new(move || {
             let mut idle = idle.lock().unwrap_or_else(|e| e.into_inner());
-            let list = idle.entry(key).or_default();
+            if !idle.contains_key(&*id) {
+                idle.insert(id.to_string(), HashMap::new());
+            }
+            let Some(ports) = idle.get_mut(&*id) else {
+                return;
+            };
+            let list = ports.entry(port).or_default();
             list.retain(|s| !s.is_closed());
             if list.len() < MAX_IDLE {
                 list.push(sender);
@@ -126,7 +135,7 @@ impl Upstream {
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(sandbox, _), _| sandbox != id);
+            .remove(id);
     }
 
     /// A connection to `port` if something accepts there now. A handed-over socket is
