@@ -9,7 +9,7 @@
 # Then resume latency: a stopped sandbox, one request, time to the first byte of the answer
 # (includes starting the sandbox and node starting to listen).
 # Installs wrk and nginx when missing; builds the release binary.
-# Usage: benches/ingress.sh   (INGRESS_BENCH_SECONDS, _CONNECTIONS, _THREADS, _RESUMES)
+# Usage: benches/ingress.sh   (INGRESS_BENCH_SECONDS, _CONNECTIONS, _THREADS, _RESUMES, _ROUNDS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for tool in wrk nginx; do
@@ -24,6 +24,7 @@ DURATION=${INGRESS_BENCH_SECONDS:-10}
 CONNECTIONS=${INGRESS_BENCH_CONNECTIONS:-32}
 THREADS=${INGRESS_BENCH_THREADS:-2}
 RESUMES=${INGRESS_BENCH_RESUMES:-10}
+ROUNDS=${INGRESS_BENCH_ROUNDS:-3}
 SERVER='require("http").createServer((q,s)=>s.end("hello\n")).listen(+process.argv[1],"127.0.0.1")'
 DIRECT_PORT=18180 NGINX_PORT=18181 CORRAL_PORT=18182
 
@@ -98,10 +99,15 @@ errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 print(rps, ms("50%"), ms("99%"), errors.group(1) if errors else 0)
 PY
 }
-read -r d_rps d_p50 d_p99 d_err < <(measure "http://127.0.0.1:$DIRECT_PORT/")
-read -r n_rps n_p50 n_p99 n_err < <(measure "http://127.0.0.1:$NGINX_PORT/")
-read -r c_rps c_p50 c_p99 c_err < <(measure "http://127.0.0.1:$CORRAL_PORT/" \
-  -H "Host: $HOST" -H "Authorization: Bearer $TOKEN")
+# ROUNDS rounds, each measuring the three paths one after the other, so that load from
+# anything else on the machine falls on all three alike; the table shows each path's median
+# round and the ratios are taken within each round.
+direct=() nginx=() corral=()
+for _ in $(seq "$ROUNDS"); do
+  direct+=("$(measure "http://127.0.0.1:$DIRECT_PORT/")")
+  nginx+=("$(measure "http://127.0.0.1:$NGINX_PORT/")")
+  corral+=("$(measure "http://127.0.0.1:$CORRAL_PORT/" -H "Host: $HOST" -H "Authorization: Bearer $TOKEN")")
+done
 
 # Resume: stop, then time one request (curl's time to first byte), RESUMES times.
 RESUME_ID=$(create)
@@ -113,18 +119,42 @@ for _ in $(seq "$RESUMES"); do
   resumes+=("$t")
 done
 
-python3 - "$d_rps $d_p50 $d_p99 $d_err" "$n_rps $n_p50 $n_p99 $n_err" "$c_rps $c_p50 $c_p99 $c_err" \
-  "${resumes[*]}" "$THREADS" "$CONNECTIONS" "$DURATION" <<'PY'
+# The same program's own start on the host, spawn → listening, RESUMES times: the part of a
+# resume that is node's, not corral's.
+STARTED='require("http").createServer((q,s)=>s.end("hello\n")).listen(0,"127.0.0.1",()=>process.exit())'
+node_starts=()
+for _ in $(seq "$RESUMES"); do
+  t0=$(date +%s%N)
+  node -e "$STARTED"
+  node_starts+=("$(( ($(date +%s%N) - t0) / 1000 ))e-6")
+done
+
+python3 - "$(IFS=';'; echo "${direct[*]}")" "$(IFS=';'; echo "${nginx[*]}")" "$(IFS=';'; echo "${corral[*]}")" \
+  "${resumes[*]}" "$THREADS" "$CONNECTIONS" "$DURATION" "${node_starts[*]}" <<'PY'
 import statistics, sys
-rows = [("direct", sys.argv[1]), ("nginx", sys.argv[2]), ("corral ingress", sys.argv[3])]
-parsed = {name: [float(x) for x in v.split()] for name, v in rows}
-nginx_rps, nginx_p99 = parsed["nginx"][0], parsed["nginx"][2]
-print(f"wrk -t{sys.argv[5]} -c{sys.argv[6]} -d{sys.argv[7]}s, one run:\n")
+names = ["direct", "nginx", "corral ingress"]
+# rounds[name][i] = [rps, p50, p99, non-2xx] of round i
+rounds = {name: [[float(x) for x in r.split()] for r in arg.split(";")]
+          for name, arg in zip(names, sys.argv[1:4])}
+count = len(rounds["nginx"])
+print(f"wrk -t{sys.argv[5]} -c{sys.argv[6]} -d{sys.argv[7]}s, {count} rounds of the three paths in turn; "
+      "each value the median over the rounds:\n")
 print("| path | requests/s | p50 ms | p99 ms | non-2xx | req/s vs nginx | p99 vs nginx |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-for name, (rps, p50, p99, err) in parsed.items():
-    print(f"| {name} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {err:.0f} | {rps / nginx_rps:.2f}× | {p99 / nginx_p99:.2f}× |")
+median = statistics.median
+for name in names:
+    runs, base = rounds[name], rounds["nginx"]
+    rps_ratio = median(r[0] / b[0] for r, b in zip(runs, base))
+    p99_ratio = median(r[2] / b[2] for r, b in zip(runs, base))
+    print(f"| {name} | {median(r[0] for r in runs):.0f} | {median(r[1] for r in runs):.2f} | "
+          f"{median(r[2] for r in runs):.2f} | {sum(r[3] for r in runs):.0f} | {rps_ratio:.2f}× | {p99_ratio:.2f}× |")
+print("\nPer round, corral vs nginx: " + ", ".join(
+    f"{c[0] / n[0]:.2f}× req/s, {c[2] / n[2]:.2f}× p99" for c, n in zip(rounds["corral ingress"], rounds["nginx"])))
 resumes = sorted(float(t) * 1000 for t in sys.argv[4].split())
 print(f"\nResume (stopped → first byte, {len(resumes)} rounds): median {statistics.median(resumes):.0f} ms, "
       f"min {resumes[0]:.0f} ms, max {resumes[-1]:.0f} ms")
+starts = sorted(float(t) * 1000 for t in sys.argv[8].split())
+print(f"node alone on the host (spawn → listening, {len(starts)} rounds): median "
+      f"{statistics.median(starts):.0f} ms, min {starts[0]:.0f} ms, max {starts[-1]:.0f} ms; "
+      f"corral's share of the median resume: {statistics.median(resumes) - statistics.median(starts):.0f} ms")
 PY

@@ -223,11 +223,17 @@ pub struct PlanInput {
     /// A PEM bundle (system roots plus corral's interception CA) the command's TLS clients
     /// should trust; bound read-only at [`CA_BUNDLE`] and named by `SSL_CERT_FILE` and friends.
     pub ca_bundle: Option<PathBuf>,
+    /// corral's interception CA alone (PEM), bound read-only at [`CA_CERTIFICATE`] for the
+    /// clients that add extra roots to their own (Node's `NODE_EXTRA_CA_CERTS`): Node parses
+    /// every certificate named there at start, which for the whole bundle took it tens of
+    /// milliseconds. Without it, Node is pointed at the bundle.
+    pub ca_certificate: Option<PathBuf>,
     /// A host directory bound read-write as the sandbox's home instead of a fresh tmpfs, so
     /// agent settings and history outlive the run (a gateway session's home).
     pub persistent_home: Option<PathBuf>,
     /// A host path for the ingress socket: connections to it that name a port (`4096\n`)
-    /// reach that port on the sandbox's loopback.
+    /// reach that port on the sandbox's loopback (`4096 fd\n`: get the connected socket;
+    /// see `ingress`).
     pub ingress_socket: Option<PathBuf>,
     /// A host path for the control socket, through which host-side callers run more
     /// commands in the running sandbox (see `control`).
@@ -237,15 +243,20 @@ pub struct PlanInput {
 /// Where the CA bundle appears inside the sandbox.
 pub const CA_BUNDLE: &str = "/run/corral/ca-bundle.pem";
 
-/// The variables that point common TLS clients (OpenSSL, curl, git, Python requests, Node) at a
+/// Where corral's CA certificate alone appears inside the sandbox.
+pub const CA_CERTIFICATE: &str = "/run/corral/ca.pem";
+
+/// The variables that point common TLS clients (OpenSSL, curl, git, Python requests) at a
 /// CA bundle.
 const CA_BUNDLE_VARIABLES: &[&str] = &[
     "SSL_CERT_FILE",
     "CURL_CA_BUNDLE",
     "GIT_SSL_CAINFO",
     "REQUESTS_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
 ];
+
+/// Node's variable for roots added to its own.
+const NODE_EXTRA_CA_CERTS: &str = "NODE_EXTRA_CA_CERTS";
 
 /// A host-side socket must sit in an existing directory outside the workspace: the sandbox
 /// must not reach the sockets that drive it.
@@ -372,6 +383,20 @@ impl PlanInput {
             for name in CA_BUNDLE_VARIABLES {
                 extra_env.push((name.to_string(), CA_BUNDLE.to_string()));
             }
+            let node_roots = match &self.ca_certificate {
+                Some(certificate) => {
+                    let source = certificate
+                        .canonicalize()
+                        .map_err(|_| PlanError::MissingPath(certificate.clone()))?;
+                    mounts.push(MountStep::ReadOnly {
+                        source,
+                        target: PathBuf::from(CA_CERTIFICATE),
+                    });
+                    CA_CERTIFICATE
+                }
+                None => CA_BUNDLE,
+            };
+            extra_env.push((NODE_EXTRA_CA_CERTS.to_string(), node_roots.to_string()));
         }
         extra_env.extend(self.extra_env.iter().cloned());
         let env = clean_environment(&identity, &path_dirs, &extra_env);
@@ -815,13 +840,36 @@ mod tests {
             source: bundle.canonicalize().unwrap(),
             target: PathBuf::from(CA_BUNDLE)
         }));
-        for name in CA_BUNDLE_VARIABLES {
+        for name in CA_BUNDLE_VARIABLES.iter().chain(&[NODE_EXTRA_CA_CERTS]) {
             assert!(
                 plan.env
                     .contains(&(name.to_string(), CA_BUNDLE.to_string())),
                 "{name}"
             );
         }
+
+        // With corral's CA on its own, Node gets only that (added to its own roots).
+        let certificate = dir.path().join("ca.pem");
+        std::fs::write(&certificate, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        input.ca_certificate = Some(certificate.clone());
+        let plan = input.build().unwrap();
+        assert!(plan.mounts.contains(&MountStep::ReadOnly {
+            source: certificate.canonicalize().unwrap(),
+            target: PathBuf::from(CA_CERTIFICATE)
+        }));
+        let node: Vec<_> = plan
+            .env
+            .iter()
+            .filter(|(name, _)| name == NODE_EXTRA_CA_CERTS)
+            .collect();
+        assert_eq!(
+            node,
+            [&(NODE_EXTRA_CA_CERTS.to_string(), CA_CERTIFICATE.to_string())]
+        );
+        assert!(
+            plan.env
+                .contains(&("SSL_CERT_FILE".to_string(), CA_BUNDLE.to_string()))
+        );
     }
 
     #[test]

@@ -2,9 +2,13 @@
 //! step out of the path: the sandbox's bridge passes its listening socket to the egress
 //! proxy, which then accepts, reads and writes (splices) the sandbox's connections itself.
 //!
+//! The sandbox's ingress socket does the same the other way in: its supervisor connects to a
+//! port on the sandbox's loopback and hands the connected socket to the gateway, which then
+//! talks to the server itself.
+//!
 //! A message is one byte ([`MARK`]) carrying one descriptor. The receiver validates what it
-//! gets ([`tcp_listener`]): a descriptor from a peer is only ever used as a listening TCP
-//! socket.
+//! gets ([`tcp_listener`], [`tcp_stream`]): a descriptor from a peer is only ever used as the
+//! kind of TCP socket it asked for.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -82,25 +86,49 @@ pub async fn receive(channel: &UnixStream, max: usize) -> io::Result<Received> {
 /// `fd` as a tokio TCP listener, if it is a listening IPv4 or IPv6 stream socket; anything
 /// else (a file, a connected socket, a unix socket) is refused and closed.
 pub fn tcp_listener(fd: OwnedFd) -> io::Result<TcpListener> {
+    check_tcp(&fd)?;
+    if !rustix::net::sockopt::socket_acceptconn(&fd)? {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a handed-over socket is not listening",
+        ));
+    }
+    let listener = std::net::TcpListener::from(fd);
+    listener.set_nonblocking(true)?;
+    TcpListener::from_std(listener)
+}
+
+/// `fd` as a tokio TCP stream, if it is a connected IPv4 or IPv6 stream socket; anything else
+/// (a file, a listening socket, a unix socket, a socket not connected) is refused and closed.
+pub fn tcp_stream(fd: OwnedFd) -> io::Result<tokio::net::TcpStream> {
+    check_tcp(&fd)?;
+    if rustix::net::sockopt::socket_acceptconn(&fd)? || rustix::net::getpeername(&fd).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a handed-over socket is not connected",
+        ));
+    }
+    let stream = std::net::TcpStream::from(fd);
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
+/// Fails unless `fd` is an IPv4 or IPv6 stream socket.
+fn check_tcp(fd: &OwnedFd) -> io::Result<()> {
     let refused = |what: &str| {
         Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             what.to_string(),
         ))
     };
-    if rustix::net::sockopt::socket_type(&fd)? != SocketType::STREAM {
+    if rustix::net::sockopt::socket_type(fd)? != SocketType::STREAM {
         return refused("a handed-over descriptor is not a stream socket");
     }
-    let domain = rustix::net::sockopt::socket_domain(&fd)?;
+    let domain = rustix::net::sockopt::socket_domain(fd)?;
     if domain != AddressFamily::INET && domain != AddressFamily::INET6 {
         return refused("a handed-over socket is not TCP");
     }
-    if !rustix::net::sockopt::socket_acceptconn(&fd)? {
-        return refused("a handed-over socket is not listening");
-    }
-    let listener = std::net::TcpListener::from(fd);
-    listener.set_nonblocking(true)?;
-    TcpListener::from_std(listener)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -140,6 +168,39 @@ mod tests {
             let got = receive(&receiver, 16).await.unwrap();
             let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
             assert!(tcp_listener(fd).is_err(), "{what} is refused");
+        }
+    }
+
+    /// A connected TCP socket handed over talks to the same peer on the other side; a
+    /// listening socket, a unix socket or an unconnected TCP socket is refused.
+    #[tokio::test]
+    async fn a_handed_connection_is_the_same_connection() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let connected = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let (sender, receiver) = std::os::unix::net::UnixStream::pair().unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let receiver = UnixStream::from_std(receiver).unwrap();
+        send(&sender, &connected).unwrap();
+        drop(connected);
+        let got = receive(&receiver, 16).await.unwrap();
+        let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
+        let mut handed = tcp_stream(fd).unwrap();
+        handed.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        std::io::Read::read_exact(&mut server, &mut buf).unwrap();
+        assert_eq!(&buf, b"ping");
+
+        let fresh = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).unwrap();
+        for (what, fd) in [
+            ("a listening socket", listener.as_fd()),
+            ("a socket not connected", fresh.as_fd()),
+            ("a unix socket", sender.as_fd()),
+        ] {
+            send(&sender, fd).unwrap();
+            let got = receive(&receiver, 16).await.unwrap();
+            let [fd] = <[OwnedFd; 1]>::try_from(got.fds).unwrap();
+            assert!(tcp_stream(fd).is_err(), "{what} is refused");
         }
     }
 }

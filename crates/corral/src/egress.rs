@@ -160,6 +160,13 @@ impl InProcessEgress {
         self.ca_bundle.as_ref().map(|(_, path)| path.as_path())
     }
 
+    /// corral's CA certificate alone, beside the bundle (for Node's extra roots).
+    pub fn ca_certificate(&self) -> Option<PathBuf> {
+        self.ca_bundle
+            .as_ref()
+            .map(|(dir, _)| dir.path().join(CA_CERTIFICATE_FILE))
+    }
+
     /// Starts the proxy (and the profile watcher) on threads of their own. Call only after
     /// the sandbox is forked. The returned value keeps the socket's directory and the watcher
     /// until the run ends.
@@ -247,9 +254,12 @@ pub struct RunningEgress {
     _watcher: Option<corral_policy::ProfileWatcher>,
 }
 
-/// Loads (or creates) corral's CA in `ca_dir`, and writes the sandbox's trust bundle into a
-/// directory of its own that the sandbox's user can read (it holds only certificates; the
-/// socket's directory stays private).
+/// The file beside the trust bundle that holds corral's CA certificate alone.
+const CA_CERTIFICATE_FILE: &str = "ca.pem";
+
+/// Loads (or creates) corral's CA in `ca_dir`, and writes the sandbox's trust bundle, and the
+/// CA certificate alone, into a directory of their own that the sandbox's user can read (it
+/// holds only certificates; the socket's directory stays private).
 fn prepare_ca(
     ca_dir: Option<&Path>,
 ) -> anyhow::Result<(Arc<CertificateAuthority>, (tempfile::TempDir, PathBuf))> {
@@ -267,6 +277,10 @@ fn prepare_ca(
         .find(|p| p.is_file())
         .unwrap_or(Path::new("/dev/null"));
     ca.write_bundle(system, &bundle)?;
+    ca.write_bundle(
+        Path::new("/dev/null"),
+        &dir.path().join(CA_CERTIFICATE_FILE),
+    )?;
     Ok((ca, (dir, bundle)))
 }
 

@@ -187,6 +187,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             input.egress_socket = Some(egress.socket().to_path_buf());
             input.egress_handoff = true;
             input.ca_bundle = egress.ca_bundle().map(Path::to_path_buf);
+            input.ca_certificate = egress.ca_certificate();
             Some(egress)
         }
         _ => None,
@@ -251,6 +252,7 @@ fn plan_input(args: &RunArgs, profile: &Profile, caller: &Caller) -> anyhow::Res
         // Set once corral's own proxy is set up; a foreign socket gets a stream per connection.
         egress_handoff: false,
         ca_bundle: None,
+        ca_certificate: None,
         ingress_socket: args.ingress_socket.as_ref().map(|p| caller.cwd.join(p)),
         control_socket: args.control_socket.as_ref().map(|p| caller.cwd.join(p)),
         persistent_home: args.home.as_ref().map(|p| caller.cwd.join(p)),

@@ -52,11 +52,18 @@ impl Activity {
         let now = unix_now();
         let write = {
             let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
-            let marks = marks.entry(id.to_owned()).or_default();
-            marks.last = now;
-            let due = now - marks.written >= self.throttle;
+            let mut mark = marks.get(id).copied().unwrap_or_default();
+            mark.last = now;
+            let due = now - mark.written >= self.throttle;
             if due {
-                marks.written = now;
+                mark.written = now;
+            }
+            // Runs on every proxied frame: the key is allocated only for a new sandbox.
+            match marks.get_mut(id) {
+                Some(kept) => *kept = mark,
+                None => {
+                    marks.insert(id.to_owned(), mark);
+                }
             }
             due
         };

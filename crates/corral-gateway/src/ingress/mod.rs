@@ -52,7 +52,7 @@ pub struct Ingress {
     /// Recent answers: who a credential (by its hash) is.
     visitors: cache::Memo<String, auth::Known>,
     /// Recent answers: sandbox records by id.
-    sandboxes: cache::Memo<String, Sandbox>,
+    sandboxes: cache::Memo<String, Arc<Sandbox>>,
 }
 
 impl Ingress {
@@ -254,7 +254,7 @@ async fn authorize(
     ingress: &Ingress,
     visit: &Visit,
     visitor: &auth::Visitor,
-) -> Result<Sandbox, Response<Body>> {
+) -> Result<Arc<Sandbox>, Response<Body>> {
     if visitor
         .only_sandbox
         .as_ref()
@@ -266,7 +266,8 @@ async fn authorize(
     let sandbox = match ingress.sandboxes.get(&id) {
         Some(sandbox) => Some(sandbox),
         None => {
-            let found = ingress.db(move |s| s.sandbox(&id)).await?;
+            // Shared, not cloned, on each request that finds it remembered.
+            let found = ingress.db(move |s| s.sandbox(&id)).await?.map(Arc::new);
             if let Some(sandbox) = &found {
                 ingress.sandboxes.put(sandbox.id.clone(), sandbox.clone());
             }

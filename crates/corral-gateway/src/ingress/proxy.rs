@@ -130,7 +130,7 @@ pub async fn forward(
     }
     let (mut parts, incoming) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let give_back = upstream.returner(&meter.id, port, sender);
+    let give_back = upstream.returner(meter.id.clone(), port, sender);
     Response::from_parts(
         parts,
         Body::new(Metered::with_end(incoming, meter, give_back)),

@@ -21,8 +21,14 @@ use crate::runtime::{Cause, RUNNING, because};
 const RESUME_LIMIT: Duration = Duration::from_secs(60);
 /// Longest a browser's page load is held before it gets the "starting" page instead.
 const BROWSER_HOLD: Duration = Duration::from_secs(5);
-/// Pause between probes of a port that does not accept yet.
-const PROBE_PAUSE: Duration = Duration::from_millis(25);
+/// Pause between probes of a port that does not accept yet, for the first [`FAST_PROBING`]
+/// of a start: a probe is one local connection the supervisor answers at once (a socket or
+/// "refused"), so it is cheap, and a trivial server listens within tens of milliseconds.
+const PROBE_PAUSE: Duration = Duration::from_millis(5);
+/// How long after a start began probes come every [`PROBE_PAUSE`].
+const FAST_PROBING: Duration = Duration::from_secs(2);
+/// Pause between probes after that (a slow server, or one that never listens).
+const SLOW_PROBE_PAUSE: Duration = Duration::from_millis(25);
 
 /// A sandbox started on resume whose port has not accepted yet.
 #[derive(Clone, Copy)]
@@ -161,19 +167,26 @@ async fn wait_for_port(
             format!("the sandbox {id:?} failed to start or stopped: see its logs"),
         )
     };
+    let began = Instant::now();
     loop {
         // A request waiting for the sandbox is use: the reaper must not stop it meanwhile.
         ingress.activity.touch(id);
-        let start = ingress.warming.get(id);
-        if ingress.runtime.is_running(id) {
-            if let Ok(sender) = ingress.upstream.probe(&socket, port).await {
-                return Ok(sender);
-            }
-        } else if start.is_none_or(|s| s.returned) {
+        // Probed while the start is still under way too: the server may listen before the
+        // start has been recorded (the ingress socket answers as soon as it is bound).
+        let starting = ingress.warming.get(id).is_some_and(|s| !s.returned);
+        if !starting && !ingress.runtime.is_running(id) {
             // The start failed (the log says why), or the sandbox started and ended.
             return Err(failed());
         }
-        tokio::time::sleep(PROBE_PAUSE).await;
+        if let Ok(sender) = ingress.upstream.probe(&socket, port).await {
+            return Ok(sender);
+        }
+        let pause = if began.elapsed() < FAST_PROBING {
+            PROBE_PAUSE
+        } else {
+            SLOW_PROBE_PAUSE
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
