@@ -223,7 +223,8 @@ async fn serve(
         })?,
     };
     let html = reply::wants_html(&parts.headers);
-    let sender = resume::connection(ingress, &sandbox.id, port, html).await?;
+    let primary = sandbox.ports.first() == Some(&port);
+    let sender = resume::connection(ingress, &sandbox.id, port, html, primary).await?;
     ingress.metrics.proxied_request(visit.kind);
     let meter = Meter {
         id: Arc::from(sandbox.id.as_str()),

@@ -3,7 +3,8 @@
 //! held until the port accepts, at most [`RESUME_LIMIT`] (a browser, which gets a page that
 //! reloads itself, at most [`BROWSER_HOLD`]). Three outcomes are told apart: still starting
 //! (503, retry), failed to start (502, see the logs), and — decided before this — not
-//! allowed (404).
+//! allowed (404). A sandbox that was started moments ago (the page's Open starts it and then
+//! comes here) but whose agent does not listen on its port yet is waited for the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,20 +82,28 @@ impl Warming {
 }
 
 /// A connection to `port` of sandbox `id`, starting the sandbox if it is stopped. `html`:
-/// the client is a browser (it gets the "starting" page sooner).
+/// the client is a browser (it gets the "starting" page sooner). `primary`: the port is the
+/// agent's own, which a sandbox started moments ago may not serve yet (any other port is
+/// the sandbox's business, and one that refuses gets its 502 at once).
 pub async fn connection(
     ingress: &Arc<Ingress>,
     id: &str,
     port: u16,
     html: bool,
+    primary: bool,
 ) -> Result<SendRequest<Body>, Response<Body>> {
     let socket = ingress.runtime.ingress_socket(id);
-    if ingress.warming.get(id).is_none() && ingress.runtime.is_running(id) {
-        return ingress
-            .upstream
-            .connection(&socket, id, port)
-            .await
-            .map_err(|e| unreachable(port, &e));
+    if ingress.warming.get(id).is_none()
+        && let Some(running_for) = ingress.runtime.running_for(id)
+    {
+        return match ingress.upstream.connection(&socket, id, port).await {
+            // Started moments ago (the page's Open starts it, then comes here) and its agent
+            // is still loading: wait for the port as a resume does, not a 502.
+            Err(UpstreamError::Refused(_)) if primary && running_for < RESUME_LIMIT => {
+                warm_up(ingress, id, port, html, RESUME_LIMIT - running_for).await
+            }
+            connected => connected.map_err(|e| unreachable(port, &e)),
+        };
     }
     if ingress.warming.begin(id) {
         start_in_background(ingress, id);
@@ -132,6 +141,31 @@ pub async fn connection(
             ))
         }
         Err(_) => Err(reply::starting(html, Duration::from_secs(1))),
+    }
+}
+
+/// Waits for `port` of the running sandbox `id` to accept, at most `left` (a browser: at most
+/// [`BROWSER_HOLD`], then the "starting" page, which reloads itself).
+async fn warm_up(
+    ingress: &Ingress,
+    id: &str,
+    port: u16,
+    html: bool,
+    left: Duration,
+) -> Result<SendRequest<Body>, Response<Body>> {
+    let hold = if html { left.min(BROWSER_HOLD) } else { left };
+    match tokio::time::timeout(hold, wait_for_port(ingress, id, port)).await {
+        Ok(waited) => waited,
+        Err(_) if html && hold < left => Err(reply::starting(html, Duration::from_secs(1))),
+        Err(_) => Err(reply::error(
+            StatusCode::BAD_GATEWAY,
+            "start_failed",
+            format!(
+                "the sandbox runs but nothing accepted connections on port {port} within {}s \
+                 of its start: see the sandbox's logs",
+                RESUME_LIMIT.as_secs()
+            ),
+        )),
     }
 }
 

@@ -166,11 +166,13 @@ impl SandboxPaths {
     }
 }
 
-/// A running sandbox the gateway watches: its process, whether a stop asked it to end, and
-/// a channel that turns true once its end is recorded in the store.
+/// A running sandbox the gateway watches: its process, since when (its start, or its
+/// adoption by this gateway), whether a stop asked it to end, and a channel that turns true
+/// once its end is recorded in the store.
 #[derive(Clone)]
 struct Watched {
     process: ProcessId,
+    since: std::time::Instant,
     stopping: Arc<AtomicBool>,
     ended: watch::Receiver<bool>,
 }
@@ -274,6 +276,12 @@ impl Runtime {
     /// Whether the gateway watches a running process for this sandbox.
     pub fn is_running(&self, id: &str) -> bool {
         self.watched_lock().contains_key(id)
+    }
+
+    /// How long the sandbox has been running (since this gateway started or adopted it);
+    /// `None` when it is not running. Its agent may still be starting its server early on.
+    pub fn running_for(&self, id: &str) -> Option<Duration> {
+        self.watched_lock().get(id).map(|w| w.since.elapsed())
     }
 
     fn watched_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Watched>> {
@@ -710,6 +718,7 @@ impl Runtime {
             id.clone(),
             Watched {
                 process,
+                since: std::time::Instant::now(),
                 stopping: stopping.clone(),
                 ended: ended_rx.clone(),
             },
