@@ -12,7 +12,8 @@ streams=${1:-50}
 seconds=${2:-10}
 chunks=20
 delay_ms=20
-cargo build --release -p corral -p corral-testkit --locked -q
+cargo build --release -p corral --locked -q
+cargo build --release -p corral-testkit --example fake-provider --locked -q
 corral=$PWD/target/release/corral
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -25,7 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 port=$((20000 + RANDOM % 20000))
-"$PWD/target/release/fake-provider" "127.0.0.1:$port" "$chunks" "$delay_ms" &
+"$PWD/target/release/examples/fake-provider" "127.0.0.1:$port" "$chunks" "$delay_ms" &
 pids+=($!)
 export CORRAL_URL="http://127.0.0.1:$((port + 1))"
 export CORRAL_TOKEN=bench-admin-token-bench-admin-token-0001
