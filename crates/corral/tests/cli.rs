@@ -250,3 +250,33 @@ fn a_sandbox_started_from_the_command_line_runs_commands_and_stops() {
     assert_eq!(refused.status.code(), Some(125));
     assert!(stderr(&refused).contains("(409)"), "{}", stderr(&refused));
 }
+
+/// README's first command is `cargo run --release -- up` at the workspace's root, which works
+/// only while `corral` is the one binary there (a second makes cargo ask which to run).
+#[test]
+fn cargo_run_at_the_root_has_one_binary_to_run() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let binaries: Vec<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(binaries, ["corral"]);
+}
