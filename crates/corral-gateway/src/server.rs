@@ -171,7 +171,14 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(GatewayError::Serve)?,
-        Listening::Plain(tcp) => axum::serve(tcp, app)
+        // Responses go out as soon as they are written, as nginx's `tcp_nodelay` does: a
+        // short answer never waits for the client's acknowledgement of the previous one.
+        Listening::Plain(tcp) => axum::serve(
+            tcp.tap_io(|stream| {
+                let _ = stream.set_nodelay(true);
+            }),
+            app,
+        )
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(GatewayError::Serve)?,
