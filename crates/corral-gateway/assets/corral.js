@@ -168,7 +168,9 @@
     const response = await api('POST', '/api/v1/sandboxes', body);
     button.disabled = false;
     if (!response.ok) {
-      showError(response.message);
+      // A taken or malformed name is fixed in its field.
+      const aboutName = response.status === 409 || /sandbox name/.test(response.message);
+      showError(response.message, aboutName ? form.elements.name : null);
       return;
     }
     window.location.assign(`/sessions/${encodeURIComponent(response.body.id)}/open`);

@@ -179,9 +179,9 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
             }),
             app,
         )
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(GatewayError::Serve)?,
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(GatewayError::Serve)?,
     }
     tracing::info!("gateway stopped");
     Ok(())

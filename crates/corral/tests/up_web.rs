@@ -1021,10 +1021,22 @@ async fn a_custom_command_session_opens_at_its_session_host() {
         assert!(error.contains(says), "{command:?} {ports:?}: {error}");
         assert_eq!(b.run(focused).await, json!(field), "{error}");
     }
-    // Fixed: the session starts and its page opens at the session host.
+    // Fixed, and named: the session starts and its page opens at the session host, whose
+    // label is the name. A name another session has is refused on the name's field.
     let ports = b.wait_for("#ports").await;
     ports.clear().await.unwrap();
     ports.send_keys("8000").await.unwrap();
+    let (status, taken) = post(&gw.api("/sandboxes"), &admin, json!({ "name": "taken" }));
+    assert_eq!(status, 201, "{taken}");
+    b.wait_for("#name").await.send_keys("taken").await.unwrap();
+    b.click("#new-session button[type=submit]").await;
+    let error = b.text("#create-error:not([hidden])").await;
+    assert!(error.contains("choose another name"), "{error}");
+    assert_eq!(b.run(focused).await, json!("name"), "{error}");
+    let name = b.wait_for("#name").await;
+    name.clear().await.unwrap();
+    name.send_keys("site").await.unwrap();
+    b.wait_for("#ports").await.click().await.unwrap();
     b.screenshot("web-new-custom").await;
     b.click("#new-session button[type=submit]").await;
     let host = || async {
@@ -1036,6 +1048,7 @@ async fn a_custom_command_session_opens_at_its_session_host() {
     })
     .await;
     let id = host().await.strip_suffix(".localhost").unwrap().to_owned();
+    assert_eq!(id, "site");
     // The browser can arrive before python listens: the session host holds the request
     // until it does (no reload needed).
     until("python's listing shows at the session host", || async {

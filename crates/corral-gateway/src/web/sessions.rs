@@ -44,6 +44,12 @@ pub(super) async fn home(State(state): State<AppState>, viewer: Viewer) -> Respo
             h2 { "New session" }
             form #new-session data-create="" {
                 label {
+                    "Name (optional)"
+                    input #name name="name" type="text" autocomplete="off" spellcheck="false"
+                        autocapitalize="off" placeholder="my-app";
+                }
+                p.hint { "Lowercase letters, digits and '-'. It becomes the session's address, so it must be free on this gateway; leave it empty for a random one." }
+                label {
                     "Repository URL"
                     input name="repo" type="text" inputmode="url" autocomplete="off" spellcheck="false"
                         placeholder="https://github.com/you/app.git";
