@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod fake_provider;
+pub mod fixture;
 pub mod gateway;
 mod git_server;
 pub mod ingress;

@@ -2,12 +2,12 @@
 //! as SIGWINCH and by `stty size`, the exit code, SIGHUP when the client goes away, refusals
 //! before the upgrade) and `corral sandbox connect` on a real pseudo-terminal from script(1).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use corral_testkit::Gateway;
-use corral_testkit::gateway::{SandboxReaper, add_user, call, post};
+use corral_testkit::fixture::Fixture;
+use corral_testkit::gateway::{add_user, call};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,45 +20,30 @@ const HANG_GUARD: Duration = Duration::from_secs(30);
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-struct Setup {
-    gw: Gateway,
-    _reaper: SandboxReaper,
-    admin: String,
-    root: tempfile::TempDir,
+/// A first-time gateway (see [`Fixture`]) with this file's own helpers.
+struct Setup(Fixture);
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let gw = Gateway::fresh(Path::new(BIN), root.path());
-        let admin = gw.printed_token.clone().unwrap();
-        let reaper = SandboxReaper(root.path().join("data"));
-        Setup {
-            gw,
-            _reaper: reaper,
-            admin,
-            root,
-        }
+        Setup(Fixture::fresh(Path::new(BIN)))
     }
 
     fn create(&self, token: &str, name: &str) -> String {
-        let (status, body) = post(&self.gw.api("/sandboxes"), token, json!({ "name": name }));
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+        self.create_sandbox(token, json!({ "name": name }))
     }
 
     fn act(&self, token: &str, id: &str, action: &str) {
         let url = self.gw.api(&format!("/sandboxes/{id}/{action}"));
         let (status, body) = call("POST", &url, Some(token), &[], None);
         assert_eq!(status, 200, "{body}");
-    }
-
-    fn workspace(&self, id: &str) -> PathBuf {
-        self.root
-            .path()
-            .join("data/sandboxes")
-            .join(id)
-            .join("workspace")
     }
 
     fn attach_url(&self, id: &str, query: &[(&str, &str)]) -> String {

@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use corral_testkit::Gateway;
-use corral_testkit::gateway::{SandboxReaper, call, error_message, post};
+use corral_testkit::fixture::Fixture;
+use corral_testkit::gateway::{call, error_message, post};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
@@ -37,38 +37,24 @@ fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 }
 
 struct Setup {
-    gw: Gateway,
-    _reaper: SandboxReaper,
-    admin: String,
+    fx: Fixture,
     id: String,
-    _root: tempfile::TempDir,
 }
 
 impl Setup {
     /// A gateway with one running shell sandbox.
     fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let gw = Gateway::fresh(Path::new(BIN), root.path());
-        let reaper = SandboxReaper(root.path().join("data"));
-        let admin = gw.printed_token.clone().unwrap();
-        let (status, body) = post(&gw.api("/sandboxes"), &admin, json!({}));
-        assert_eq!(status, 201, "{body}");
-        let id = body["id"].as_str().unwrap().to_owned();
-        let url = gw.api(&format!("/sandboxes/{id}/start"));
-        assert_eq!(call("POST", &url, Some(&admin), &[], None).0, 200);
-        Setup {
-            gw,
-            _reaper: reaper,
-            admin,
-            id,
-            _root: root,
-        }
+        let fx = Fixture::fresh(Path::new(BIN));
+        let id = fx.create_sandbox(&fx.admin, json!({}));
+        let url = fx.gw.api(&format!("/sandboxes/{id}/start"));
+        assert_eq!(call("POST", &url, Some(&fx.admin), &[], None).0, 200);
+        Setup { fx, id }
     }
 
     fn exec(&self, body: Value) -> (u16, Value) {
         post(
-            &self.gw.api(&format!("/sandboxes/{}/exec", self.id)),
-            &self.admin,
+            &self.fx.gw.api(&format!("/sandboxes/{}/exec", self.id)),
+            &self.fx.admin,
             body,
         )
     }
@@ -107,7 +93,7 @@ fn a_client_that_disconnects_kills_its_command_in_the_sandbox() {
     let s = Setup::new();
     let sleeper = ["sleep", "6102"];
     let body = json!({ "argv": ["sh", "-c", "sleep 6102"] }).to_string();
-    let address = s.gw.url.strip_prefix("http://").unwrap();
+    let address = s.fx.gw.url.strip_prefix("http://").unwrap();
     let mut client = std::net::TcpStream::connect(address).unwrap();
     write!(
         client,
@@ -115,7 +101,7 @@ fn a_client_that_disconnects_kills_its_command_in_the_sandbox() {
          Authorization: Bearer {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n{body}",
         s.id,
-        s.admin,
+        s.fx.admin,
         body.len()
     )
     .unwrap();

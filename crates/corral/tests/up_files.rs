@@ -8,36 +8,30 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use corral_testkit::Gateway;
+use corral_testkit::fixture::Fixture;
 use corral_testkit::gateway::{SandboxReaper, add_user, call, error_message, post};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
-struct Setup {
-    gw: Gateway,
-    _reaper: SandboxReaper,
-    admin: String,
-    root: tempfile::TempDir,
+/// A first-time gateway (see [`Fixture`]) with this file's own helpers.
+struct Setup(Fixture);
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let gw = Gateway::fresh(Path::new(BIN), root.path());
-        let admin = gw.printed_token.clone().unwrap();
-        let reaper = SandboxReaper(root.path().join("data"));
-        Setup {
-            gw,
-            _reaper: reaper,
-            admin,
-            root,
-        }
+        Setup(Fixture::fresh(Path::new(BIN)))
     }
 
     fn create(&self, token: &str, name: &str) -> String {
-        let (status, body) = post(&self.gw.api("/sandboxes"), token, json!({ "name": name }));
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+        self.create_sandbox(token, json!({ "name": name }))
     }
 
     fn act(&self, id: &str, action: &str) {
@@ -51,14 +45,6 @@ impl Setup {
         let (status, body) = post(&url, &self.admin, json!({ "argv": ["sh", "-c", script] }));
         assert_eq!(status, 200, "{body}");
         body
-    }
-
-    fn workspace(&self, id: &str) -> PathBuf {
-        self.root
-            .path()
-            .join("data/sandboxes")
-            .join(id)
-            .join("workspace")
     }
 
     fn files_url(&self, id: &str, path: &str) -> String {

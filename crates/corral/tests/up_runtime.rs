@@ -5,66 +5,42 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use corral_testkit::Gateway;
+use corral_testkit::fixture::Fixture;
 use corral_testkit::gateway::{
-    SandboxReaper, add_user, call, error_message, get, get_text, post, sandbox_processes,
+    add_user, call, error_message, get, get_text, post, sandbox_processes,
 };
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_corral");
 
-/// A first-time gateway and the admin token; its sandboxes are killed when this is dropped.
-struct Setup {
-    // Dropped first: the gateway, then its sandboxes, then the directory.
-    gw: Gateway,
-    _reaper: SandboxReaper,
-    admin: String,
-    root: tempfile::TempDir,
+/// A first-time gateway (see [`Fixture`]) with this file's own helpers.
+struct Setup(Fixture);
+
+impl std::ops::Deref for Setup {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Setup {
     fn new() -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let gw = Gateway::fresh(Path::new(BIN), root.path());
-        let admin = gw.printed_token.clone().unwrap();
-        let reaper = SandboxReaper(root.path().join("data"));
-        Setup {
-            gw,
-            _reaper: reaper,
-            admin,
-            root,
-        }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.root.path().join("data")
+        Setup(Fixture::fresh(Path::new(BIN)))
     }
 
     /// Kills the gateway with SIGKILL, runs `while_down` with the data directory, and starts
     /// the gateway again on it.
     fn kill_and_restart(self, while_down: impl FnOnce(&Path)) -> Self {
-        let Setup {
-            gw,
-            _reaper,
-            admin,
-            root,
-        } = self;
-        let status = gw.stop_with("KILL");
-        assert!(!status.success(), "{status:?}");
-        let data = root.path().join("data");
-        while_down(&data);
-        Setup {
-            gw: Gateway::start(Path::new(BIN), &data, &[], &[]),
-            _reaper,
-            admin,
-            root,
-        }
+        Setup(self.0.restarted(Path::new(BIN), |gw, data| {
+            let status = gw.stop_with("KILL");
+            assert!(!status.success(), "{status:?}");
+            while_down(data);
+        }))
     }
 
     fn create(&self, token: &str) -> String {
-        let (status, body) = post(&self.gw.api("/sandboxes"), token, json!({}));
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+        self.create_sandbox(token, json!({}))
     }
 
     fn act(&self, token: &str, id: &str, action: &str) -> (u16, Value) {
@@ -81,10 +57,6 @@ impl Setup {
         let (status, body) = get(&self.gw.api(&format!("/sandboxes/{id}")), &self.admin);
         assert_eq!(status, 200, "{body}");
         body["state"].as_str().unwrap().to_owned()
-    }
-
-    fn workspace(&self, id: &str) -> PathBuf {
-        self.data().join("sandboxes").join(id).join("workspace")
     }
 
     fn processes(&self) -> Vec<u32> {
@@ -391,23 +363,12 @@ fn sigterm_ends_open_follows_and_execs_and_leaves_the_sandboxes_running() {
     std::thread::sleep(Duration::from_millis(300));
     assert!(!follower.is_finished() && !execer.is_finished());
 
-    let Setup {
-        gw,
-        _reaper,
-        admin,
-        root,
-    } = s;
-    assert!(gw.terminate().success(), "SIGTERM is a clean exit");
-    assert_eq!(follower.join().unwrap().0, 200);
-    error_message(execer.join().unwrap(), 503);
-    assert!(alive(pids[0]), "the sandbox outlives the gateway");
-
-    let s = Setup {
-        gw: Gateway::start(Path::new(BIN), &root.path().join("data"), &[], &[]),
-        _reaper,
-        admin,
-        root,
-    };
+    let s = Setup(s.0.restarted(Path::new(BIN), |gw, _| {
+        assert!(gw.terminate().success(), "SIGTERM is a clean exit");
+        assert_eq!(follower.join().unwrap().0, 200);
+        error_message(execer.join().unwrap(), 503);
+        assert!(alive(pids[0]), "the sandbox outlives the gateway");
+    }));
     assert_eq!(s.state(&id), "running");
     assert_eq!(s.act(&s.admin, &id, "stop").1["state"], "stopped");
 }
