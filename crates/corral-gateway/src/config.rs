@@ -608,6 +608,23 @@ impl Config {
         Ok(())
     }
 
+    /// The scheme browsers reach the gateway with: the public URL's when one is set (a proxy
+    /// in front), else `https` when the listener serves TLS, else `http`.
+    pub fn browser_scheme(&self) -> &'static str {
+        match &self.public_url {
+            Some(url) => url.scheme(),
+            None if self.tls_cert.is_some() => "https",
+            None => "http",
+        }
+    }
+
+    /// The port browsers reach the gateway on: the public URL's, else the listener's.
+    pub fn browser_port(&self) -> u16 {
+        self.public_url
+            .as_ref()
+            .map_or(self.listen.port(), PublicUrl::port)
+    }
+
     /// The configuration as TOML, with secrets shown as `<redacted>`.
     pub fn to_redacted_toml(&self) -> String {
         #[derive(Serialize)]

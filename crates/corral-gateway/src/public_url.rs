@@ -20,11 +20,6 @@ pub struct PublicUrl {
 }
 
 impl PublicUrl {
-    /// Whether browsers reach the gateway over HTTPS.
-    pub fn is_https(&self) -> bool {
-        self.https
-    }
-
     /// `https` or `http`.
     pub fn scheme(&self) -> &'static str {
         if self.https { "https" } else { "http" }
@@ -116,8 +111,8 @@ mod tests {
     fn scheme_host_and_port_are_read() {
         let url: PublicUrl = "https://Corral.Example.com/".parse().unwrap();
         assert_eq!(
-            (url.is_https(), url.host(), url.port()),
-            (true, "corral.example.com", 443)
+            (url.scheme(), url.host(), url.port()),
+            ("https", "corral.example.com", 443)
         );
         assert_eq!(url.to_string(), "https://corral.example.com");
         let url: PublicUrl = "http://corral.test:8080".parse().unwrap();

@@ -128,12 +128,7 @@ pub fn router(state: AppState) -> Router {
     let max_upload = state.config.max_upload;
     // Browsers reach the page over HTTPS (the listener's TLS, or a proxy's): its cookies are
     // then Secure.
-    let https = state.config.tls_cert.is_some()
-        || state
-            .config
-            .public_url
-            .as_ref()
-            .is_some_and(|url| url.is_https());
+    let https = state.config.browser_scheme() == "https";
     let files = Router::new().route(
         "/api/v1/sandboxes/{id}/files",
         get(files::download)

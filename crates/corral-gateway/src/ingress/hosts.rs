@@ -64,15 +64,8 @@ impl SessionHosts {
             domain: config.domain.to_ascii_lowercase(),
             suffix: config.suffix.clone(),
             // Behind a TLS-terminating proxy, browsers use the public scheme and port.
-            scheme: match &config.public_url {
-                Some(url) => url.scheme(),
-                None if config.tls_cert.is_some() => "https",
-                None => "http",
-            },
-            port: config
-                .public_url
-                .as_ref()
-                .map_or(config.listen.port(), |url| url.port()),
+            scheme: config.browser_scheme(),
+            port: config.browser_port(),
         }
     }
 
