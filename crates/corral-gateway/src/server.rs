@@ -14,8 +14,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
+use crate::ingress::Ingress;
+use crate::ingress::front::MakeFront;
 use crate::ingress::idle::Reaper;
-use crate::ingress::{Ingress, dispatch};
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
 use crate::tls::TlsListener;
@@ -158,9 +159,7 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     let ingress = Ingress::new(store.clone(), runtime.clone(), config.clone());
     tokio::spawn(Reaper::new(ingress.clone()).run());
     let state = AppState::new(store, config, runtime.clone());
-    let app = router(state)
-        .layer(axum::middleware::from_fn_with_state(ingress, dispatch))
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = MakeFront::new(ingress, router(state));
     let shutdown = async move {
         signals.recv().await;
         runtime.begin_shutdown();

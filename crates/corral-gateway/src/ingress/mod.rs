@@ -10,6 +10,7 @@
 pub mod activity;
 mod auth;
 mod cache;
+pub mod front;
 pub mod hosts;
 pub mod idle;
 pub mod metrics;
@@ -19,19 +20,19 @@ mod resume;
 pub mod tickets;
 mod upstream;
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{Response, StatusCode, Uri};
-use axum::middleware::Next;
 
 pub use hosts::SessionHosts;
 
 use self::activity::{Activity, Meter};
+use self::front::Peer;
 use self::hosts::{HostTarget, SessionLabel, request_host};
 use self::metrics::{Metrics, RouteKind};
 use self::upstream::Upstream;
@@ -97,13 +98,14 @@ impl Ingress {
     }
 }
 
-/// The outermost layer of the gateway's router: session hosts, `/s/` paths and `/metrics`
-/// are answered here; everything else goes on to the API.
-pub async fn dispatch(
-    State(ingress): State<Arc<Ingress>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// Where every request to the gateway starts ([`front::Front`]): session hosts, `/s/` paths
+/// and `/metrics` are answered here; everything else goes on to `api`, the API and web
+/// router.
+async fn dispatch(
+    ingress: Arc<Ingress>,
+    peer: Peer,
     request: Request,
-    next: Next,
+    api: Router,
 ) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let target = match request_host(&parts) {
@@ -116,16 +118,18 @@ pub async fn dispatch(
                 label,
                 kind: RouteKind::Host,
                 host,
-                peer: peer.ip(),
+                peer,
             };
             session(&ingress, visit, parts, body).await
         }
         Ok((HostTarget::Unknown, _)) => reply::not_found(),
         Ok((HostTarget::Gateway, host)) => {
-            gateway_host(&ingress, host, peer.ip(), parts, body, next).await
+            gateway_host(&ingress, host, peer, parts, body, api).await
         }
         // No Host at all: only the API can answer (HTTP/1.0 clients).
-        Err(hosts::HostError::Missing) => next.run(Request::from_parts(parts, body)).await,
+        Err(hosts::HostError::Missing) => {
+            front::to_api(api, peer.addr, Request::from_parts(parts, body)).await
+        }
         Err(e) => reply::error(StatusCode::BAD_REQUEST, "bad_host", e.to_string()),
     }
 }
@@ -133,17 +137,17 @@ pub async fn dispatch(
 async fn gateway_host(
     ingress: &Arc<Ingress>,
     host: String,
-    peer: IpAddr,
+    peer: Peer,
     mut parts: Parts,
     body: Body,
-    next: Next,
+    api: Router,
 ) -> Response<Body> {
     let path = parts.uri.path().to_owned();
     if path == "/metrics" {
-        return metrics::page(ingress, &parts.headers, peer).await;
+        return metrics::page(ingress, &parts.headers, peer.addr.ip()).await;
     }
     let Some(rest) = path.strip_prefix("/s/") else {
-        return next.run(Request::from_parts(parts, body)).await;
+        return front::to_api(api, peer.addr, Request::from_parts(parts, body)).await;
     };
     let (label, tail) = match rest.split_once('/') {
         Some((label, tail)) => (label, Some(format!("/{tail}"))),
@@ -181,7 +185,7 @@ struct Visit {
     label: SessionLabel,
     kind: RouteKind,
     host: String,
-    peer: IpAddr,
+    peer: Peer,
 }
 
 async fn session(ingress: &Arc<Ingress>, visit: Visit, parts: Parts, body: Body) -> Response<Body> {
@@ -200,7 +204,7 @@ async fn serve(
     if on_host && parts.uri.path() == tickets::AUTH_PATH {
         return spend_ticket(ingress, &visit, &parts).await;
     }
-    let visitor = auth::visitor(ingress, &parts.headers, visit.peer, on_host).await?;
+    let visitor = auth::visitor(ingress, &parts.headers, visit.peer.addr.ip(), on_host).await?;
     let sandbox = authorize(ingress, &visit, &visitor).await?;
     let port = match visit.label.port {
         Some(port) if sandbox.ports.contains(&port) => port,
@@ -233,18 +237,19 @@ async fn serve(
         kind: visit.kind,
     };
     meter.activity.touch(&sandbox.id);
-    let trusted_peer = crate::auth::is_trusted_peer(visit.peer, &ingress.config.trusted_proxies);
+    let peer = visit.peer.addr.ip();
+    let trusted_peer = crate::auth::is_trusted_peer(peer, &ingress.config.trusted_proxies);
     let hop = proxy::Hop {
-        peer: visit.peer,
+        peer,
         trusted_peer,
         host: visit.host,
+        peer_value: visit.peer.header,
         scheme: ingress.hosts.scheme(),
         strip_authorization: visitor.used_token,
     };
-    let socket = ingress.runtime.ingress_socket(&sandbox.id);
     let destination = proxy::Destination {
         sender,
-        socket: &socket,
+        runtime: &ingress.runtime,
         port,
     };
     Ok(proxy::forward(&ingress.upstream, destination, parts, body, hop, meter).await)

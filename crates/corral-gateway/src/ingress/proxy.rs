@@ -9,7 +9,6 @@
 //! an upstream Origin check (code-server's) sees the public host.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -25,6 +24,7 @@ use super::activity::{Meter, Metered};
 use super::reply;
 use super::tickets::COOKIE;
 use super::upstream::Upstream;
+use crate::runtime::Runtime;
 
 /// Headers that describe one hop, never forwarded as they are.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -42,8 +42,8 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub struct Destination<'a> {
     /// A connection (kept or new) to the port.
     pub sender: SendRequest<Body>,
-    /// The sandbox's ingress socket.
-    pub socket: &'a Path,
+    /// Where the sandbox's ingress socket is (asked only when a new connection is needed).
+    pub runtime: &'a Runtime,
     /// The port in the sandbox.
     pub port: u16,
 }
@@ -56,6 +56,8 @@ pub struct Hop {
     pub trusted_peer: bool,
     /// The Host the client asked for.
     pub host: String,
+    /// The client's address as a header value (made once per client connection).
+    pub peer_value: HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Whether the request's Authorization header was corral's own (then it is removed).
@@ -76,7 +78,7 @@ pub async fn forward(
 ) -> Response<Body> {
     let Destination {
         mut sender,
-        socket,
+        runtime,
         port,
     } = destination;
     let upgrade = upgrade_protocol(&parts.headers);
@@ -84,7 +86,7 @@ pub async fn forward(
         .is_some()
         .then(|| parts.extensions.remove::<OnUpgrade>())
         .flatten();
-    rewrite_request_headers(&mut parts.headers, &hop, upgrade.as_ref());
+    rewrite_request_headers(&mut parts.headers, hop, upgrade.as_ref());
     parts.uri = parts
         .uri
         .path_and_query()
@@ -96,7 +98,10 @@ pub async fn forward(
     if let Err(e) = &mut sent
         && let Some(request) = e.take_message()
     {
-        match upstream.fresh(socket, port).await {
+        match upstream
+            .fresh(&runtime.ingress_socket(&meter.id), port)
+            .await
+        {
             Ok(fresh) => {
                 sender = fresh;
                 sent = sender.try_send_request(request).await;
@@ -157,6 +162,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
 
 /// Removes hop-by-hop headers and those the Connection header names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most requests and responses carry none: one pass over the names instead of a look-up
+    // for each of them (this runs twice for every proxied request).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<String> = connection_tokens(headers).collect();
     for name in named {
         if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
@@ -169,7 +179,28 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
-fn rewrite_request_headers(headers: &mut HeaderMap, hop: &Hop, upgrade: Option<&HeaderValue>) {
+/// Whether `name` is one of [`HOP_BY_HOP`] or Upgrade (a string match: comparing with each
+/// `HeaderName` costs more).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+fn rewrite_request_headers(headers: &mut HeaderMap, hop: Hop, upgrade: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -179,48 +210,53 @@ fn rewrite_request_headers(headers: &mut HeaderMap, hop: &Hop, upgrade: Option<&
     if hop.strip_authorization {
         headers.remove(header::AUTHORIZATION);
     }
-    let forwarded_for = HeaderName::from_static("x-forwarded-for");
-    let forwarded_proto = HeaderName::from_static("x-forwarded-proto");
-    let forwarded_host = HeaderName::from_static("x-forwarded-host");
-    let peer = hop.peer.to_string();
     let prior = headers
-        .get(&forwarded_for)
+        .get(&FORWARDED_FOR)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| hop.trusted_peer)
-        .map(str::to_owned);
-    let chain = match prior {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer,
-    };
-    set(headers, forwarded_for, &chain);
-    if !(hop.trusted_peer && headers.contains_key(&forwarded_proto)) {
-        set(headers, forwarded_proto, hop.scheme);
+        .filter(|_| hop.trusted_peer);
+    match prior {
+        Some(prior) => {
+            let chain = format!("{prior}, {}", hop.peer);
+            set(headers, FORWARDED_FOR, chain);
+        }
+        None => {
+            headers.insert(FORWARDED_FOR, hop.peer_value);
+        }
     }
-    if !(hop.trusted_peer && headers.contains_key(&forwarded_host)) {
-        set(headers, forwarded_host, &hop.host);
+    if !(hop.trusted_peer && headers.contains_key(&FORWARDED_PROTO)) {
+        headers.insert(FORWARDED_PROTO, HeaderValue::from_static(hop.scheme));
+    }
+    if !(hop.trusted_peer && headers.contains_key(&FORWARDED_HOST)) {
+        set(headers, FORWARDED_HOST, hop.host);
     }
 }
 
-fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(value) = HeaderValue::from_str(value) {
+/// Sets `name` to `value` (taken, not copied), unless it cannot be a header value.
+fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(name, value);
     }
 }
 
 /// Removes the cookie `name` from every Cookie header, keeping the others.
 fn remove_cookie(headers: &mut HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(name))
-        .map(str::to_owned)
-        .collect();
+    let named = |cookie: &str| cookie.split('=').next().map(str::trim) == Some(name);
+    let cookies = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+    };
+    if !cookies().any(named) {
+        return;
+    }
+    let kept: Vec<&str> = cookies().filter(|c| !c.is_empty() && !named(c)).collect();
+    let kept = kept.join("; ");
     headers.remove(header::COOKIE);
     if !kept.is_empty() {
-        set(headers, header::COOKIE, &kept.join("; "));
+        set(headers, header::COOKIE, kept);
     }
 }
 
@@ -288,10 +324,11 @@ mod tests {
             peer: "10.0.0.9".parse().unwrap(),
             trusted_peer: false,
             host: "abc.localhost:7070".into(),
+            peer_value: HeaderValue::from_static("10.0.0.9"),
             scheme: "http",
             strip_authorization: true,
         };
-        rewrite_request_headers(&mut headers, &hop, None);
+        rewrite_request_headers(&mut headers, hop, None);
         for gone in [
             "connection",
             "x-secret",
@@ -311,6 +348,52 @@ mod tests {
         assert_eq!(headers["accept"], "text/html");
     }
 
+    /// The common request (no hop-by-hop header, no corral cookie) reaches the sandbox with
+    /// its own headers as the client wrote them, plus the X-Forwarded-* trio.
+    #[test]
+    fn a_plain_request_keeps_its_headers_as_written() {
+        let mut headers = HeaderMap::new();
+        headers.insert("cookie", HeaderValue::from_static("a=1;b=2"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        headers.insert("x-upgraded-by", HeaderValue::from_static("nobody"));
+        let hop = Hop {
+            peer: "127.0.0.1".parse().unwrap(),
+            trusted_peer: false,
+            host: "abc.localhost".into(),
+            peer_value: HeaderValue::from_static("127.0.0.1"),
+            scheme: "http",
+            strip_authorization: false,
+        };
+        rewrite_request_headers(&mut headers, hop, None);
+        assert_eq!(headers["cookie"], "a=1;b=2");
+        assert_eq!(headers["accept"], "*/*");
+        assert_eq!(headers["x-upgraded-by"], "nobody");
+        assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(headers.len(), 6);
+    }
+
+    /// A response's hop-by-hop headers (in any case, as hyper hands them over lowercased)
+    /// and those its Connection header names are dropped; end-to-end ones stay.
+    #[test]
+    fn response_hop_by_hop_headers_are_dropped() {
+        let mut headers = HeaderMap::new();
+        for (k, v) in [
+            ("Connection", "X-Internal"),
+            ("X-Internal", "1"),
+            ("Transfer-Encoding", "chunked"),
+            ("Upgrade", "h2c"),
+            ("Content-Type", "text/plain"),
+        ] {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_static(v),
+            );
+        }
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert_eq!(headers["content-type"], "text/plain");
+    }
+
     #[test]
     fn an_upgrade_keeps_its_pair_and_a_trusted_chain_grows() {
         let mut headers = HeaderMap::new();
@@ -323,10 +406,11 @@ mod tests {
             peer: "10.0.0.9".parse().unwrap(),
             trusted_peer: true,
             host: "abc.localhost".into(),
+            peer_value: HeaderValue::from_static("10.0.0.9"),
             scheme: "https",
             strip_authorization: false,
         };
-        rewrite_request_headers(&mut headers, &hop, protocol.as_ref());
+        rewrite_request_headers(&mut headers, hop, protocol.as_ref());
         assert_eq!(headers["connection"], "upgrade");
         assert_eq!(headers["upgrade"], "websocket");
         assert_eq!(headers["x-forwarded-for"], "1.2.3.4, 10.0.0.9");

@@ -92,11 +92,14 @@ pub async fn connection(
     html: bool,
     primary: bool,
 ) -> Result<SendRequest<Body>, Response<Body>> {
-    let socket = ingress.runtime.ingress_socket(id);
     if ingress.warming.get(id).is_none()
         && let Some(running_for) = ingress.runtime.running_for(id)
     {
-        return match ingress.upstream.connection(&socket, id, port).await {
+        if let Some(kept) = ingress.upstream.take_idle(id, port).await {
+            return Ok(kept);
+        }
+        let socket = ingress.runtime.ingress_socket(id);
+        return match ingress.upstream.fresh(&socket, port).await {
             // Started moments ago (the page's Open starts it, then comes here) and its agent
             // is still loading: wait for the port as a resume does, not a 502.
             Err(UpstreamError::Refused(_)) if primary && running_for < RESUME_LIMIT => {

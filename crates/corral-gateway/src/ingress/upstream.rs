@@ -60,19 +60,6 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// An idle connection to `port` of sandbox `id`, or a new one through `socket`.
-    pub async fn connection(
-        &self,
-        socket: &Path,
-        id: &str,
-        port: u16,
-    ) -> Result<SendRequest<Body>, UpstreamError> {
-        if let Some(sender) = self.take_idle(id, port).await {
-            return Ok(sender);
-        }
-        self.fresh(socket, port).await
-    }
-
     /// A new connection to `port` through `socket`.
     pub async fn fresh(
         &self,
@@ -85,9 +72,10 @@ impl Upstream {
         }
     }
 
-    /// A kept connection that is, or is about to be, ready for a request (its last response
-    /// was read to the end; the connection task may not have noticed yet).
-    async fn take_idle(&self, id: &str, port: u16) -> Option<SendRequest<Body>> {
+    /// A kept connection to `port` of sandbox `id` that is, or is about to be, ready for a
+    /// request (its last response was read to the end; the connection task may not have
+    /// noticed yet). `None` when none is kept: then [`Self::fresh`] makes one.
+    pub async fn take_idle(&self, id: &str, port: u16) -> Option<SendRequest<Body>> {
         loop {
             let mut sender = {
                 let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
