@@ -69,6 +69,7 @@ nginx -p "$WORK" -c "$WORK/nginx.conf"
 
 CORRAL_ADMIN_TOKEN=bench-token-0123456789abcdef0123456789abcdef \
   "$BIN" up --listen "127.0.0.1:$CORRAL_PORT" --data-dir "$WORK/data" >"$WORK/up.out" 2>"$WORK/up.err" &
+GATEWAY_PID=$!
 pids+=($!)
 TOKEN=bench-token-0123456789abcdef0123456789abcdef
 API="http://127.0.0.1:$CORRAL_PORT/api/v1"
@@ -82,21 +83,39 @@ ID=$(create)
 HOST="$ID.localhost:$CORRAL_PORT"
 curl -sf -H "Host: $HOST" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$CORRAL_PORT/" >/dev/null
 
-# wrk URL [headers...] → "requests/s p50 p99" (latencies in ms)
+NGINX_WORKERS=$(pgrep -f "nginx: worker" -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')
+# CPU seconds (user + system, in clock ticks) the given processes have used so far.
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$@"; do
+    [ -n "$pid" ] || continue
+    read -r -a stat < "/proc/$pid/stat"
+    total=$((total + stat[13] + stat[14]))
+  done
+  echo "$total"
+}
+# wrk URL PROXY_PIDS [headers...] → "requests/s p50 p99 non-2xx proxy-CPU-µs-per-request"
+# (latencies in ms; the proxy's CPU time over the run divided by the requests it carried)
 measure() {
-  local url=$1; shift
-  local out
+  local url=$1 proxy=$2; shift 2
+  local out before after
+  # shellcheck disable=SC2086 # a list of pids
+  before=$(cpu_ticks $proxy)
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" "$url")
-  python3 - "$out" <<'PY'
+  # shellcheck disable=SC2086
+  after=$(cpu_ticks $proxy)
+  python3 - "$out" "$((after - before))" "$(getconf CLK_TCK)" <<'PY'
 import re, sys
 out = sys.argv[1]
+cpu_seconds = int(sys.argv[2]) / int(sys.argv[3])
 def ms(label):
     m = re.search(r"^\s*%s\s+([\d.]+)(us|ms|s)\s*$" % label, out, re.M)
     v, unit = float(m.group(1)), m.group(2)
     return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+requests = int(re.search(r"(\d+) requests in", out).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-print(rps, ms("50%"), ms("99%"), errors.group(1) if errors else 0)
+print(rps, ms("50%"), ms("99%"), errors.group(1) if errors else 0, cpu_seconds * 1e6 / requests)
 PY
 }
 # ROUNDS rounds, each measuring the three paths one after the other, so that load from
@@ -104,9 +123,9 @@ PY
 # round and the ratios are taken within each round.
 direct=() nginx=() corral=()
 for _ in $(seq "$ROUNDS"); do
-  direct+=("$(measure "http://127.0.0.1:$DIRECT_PORT/")")
-  nginx+=("$(measure "http://127.0.0.1:$NGINX_PORT/")")
-  corral+=("$(measure "http://127.0.0.1:$CORRAL_PORT/" -H "Host: $HOST" -H "Authorization: Bearer $TOKEN")")
+  direct+=("$(measure "http://127.0.0.1:$DIRECT_PORT/" "")")
+  nginx+=("$(measure "http://127.0.0.1:$NGINX_PORT/" "$NGINX_WORKERS")")
+  corral+=("$(measure "http://127.0.0.1:$CORRAL_PORT/" "$GATEWAY_PID" -H "Host: $HOST" -H "Authorization: Bearer $TOKEN")")
 done
 
 # Resume: stop, then time one request (curl's time to first byte), RESUMES times.
@@ -133,21 +152,22 @@ python3 - "$(IFS=';'; echo "${direct[*]}")" "$(IFS=';'; echo "${nginx[*]}")" "$(
   "${resumes[*]}" "$THREADS" "$CONNECTIONS" "$DURATION" "${node_starts[*]}" <<'PY'
 import statistics, sys
 names = ["direct", "nginx", "corral ingress"]
-# rounds[name][i] = [rps, p50, p99, non-2xx] of round i
+# rounds[name][i] = [rps, p50, p99, non-2xx, proxy CPU µs per request] of round i
 rounds = {name: [[float(x) for x in r.split()] for r in arg.split(";")]
           for name, arg in zip(names, sys.argv[1:4])}
 count = len(rounds["nginx"])
 print(f"wrk -t{sys.argv[5]} -c{sys.argv[6]} -d{sys.argv[7]}s, {count} rounds of the three paths in turn; "
       "each value the median over the rounds:\n")
-print("| path | requests/s | p50 ms | p99 ms | non-2xx | req/s vs nginx | p99 vs nginx |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| path | requests/s | p50 ms | p99 ms | non-2xx | req/s vs nginx | p99 vs nginx | proxy CPU µs/request |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 median = statistics.median
 for name in names:
     runs, base = rounds[name], rounds["nginx"]
     rps_ratio = median(r[0] / b[0] for r, b in zip(runs, base))
     p99_ratio = median(r[2] / b[2] for r, b in zip(runs, base))
+    cpu = "—" if name == "direct" else f"{median(r[4] for r in runs):.1f}"
     print(f"| {name} | {median(r[0] for r in runs):.0f} | {median(r[1] for r in runs):.2f} | "
-          f"{median(r[2] for r in runs):.2f} | {sum(r[3] for r in runs):.0f} | {rps_ratio:.2f}× | {p99_ratio:.2f}× |")
+          f"{median(r[2] for r in runs):.2f} | {sum(r[3] for r in runs):.0f} | {rps_ratio:.2f}× | {p99_ratio:.2f}× | {cpu} |")
 print("\nPer round, corral vs nginx: " + ", ".join(
     f"{c[0] / n[0]:.2f}× req/s, {c[2] / n[2]:.2f}× p99" for c, n in zip(rounds["corral ingress"], rounds["nginx"])))
 resumes = sorted(float(t) * 1000 for t in sys.argv[4].split())
