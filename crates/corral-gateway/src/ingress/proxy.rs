@@ -304,10 +304,33 @@ async fn copy(
 mod tests {
     use super::*;
 
+    /// A plain-HTTP hop from `peer` to `abc.localhost`, with no corral token to strip.
+    fn hop_from(peer: &'static str, trusted_peer: bool) -> Hop {
+        Hop {
+            peer: peer.parse().unwrap(),
+            trusted_peer,
+            host: "abc.localhost".into(),
+            peer_value: HeaderValue::from_static(peer),
+            scheme: "http",
+            strip_authorization: false,
+        }
+    }
+
+    /// Headers as a client (or server) wrote them, names in any case.
+    fn headers_of(pairs: &[(&str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static(value),
+            );
+        }
+        headers
+    }
+
     #[test]
     fn hop_by_hop_and_corral_credentials_do_not_reach_the_sandbox() {
-        let mut headers = HeaderMap::new();
-        for (k, v) in [
+        let mut headers = headers_of(&[
             ("connection", "keep-alive, x-secret"),
             ("x-secret", "1"),
             ("keep-alive", "timeout=5"),
@@ -317,16 +340,11 @@ mod tests {
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-host", "evil"),
             ("accept", "text/html"),
-        ] {
-            headers.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         let hop = Hop {
-            peer: "10.0.0.9".parse().unwrap(),
-            trusted_peer: false,
             host: "abc.localhost:7070".into(),
-            peer_value: HeaderValue::from_static("10.0.0.9"),
-            scheme: "http",
             strip_authorization: true,
+            ..hop_from("10.0.0.9", false)
         };
         rewrite_request_headers(&mut headers, hop, None);
         for gone in [
@@ -352,18 +370,12 @@ mod tests {
     /// its own headers as the client wrote them, plus the X-Forwarded-* trio.
     #[test]
     fn a_plain_request_keeps_its_headers_as_written() {
-        let mut headers = HeaderMap::new();
-        headers.insert("cookie", HeaderValue::from_static("a=1;b=2"));
-        headers.insert("accept", HeaderValue::from_static("*/*"));
-        headers.insert("x-upgraded-by", HeaderValue::from_static("nobody"));
-        let hop = Hop {
-            peer: "127.0.0.1".parse().unwrap(),
-            trusted_peer: false,
-            host: "abc.localhost".into(),
-            peer_value: HeaderValue::from_static("127.0.0.1"),
-            scheme: "http",
-            strip_authorization: false,
-        };
+        let mut headers = headers_of(&[
+            ("cookie", "a=1;b=2"),
+            ("accept", "*/*"),
+            ("x-upgraded-by", "nobody"),
+        ]);
+        let hop = hop_from("127.0.0.1", false);
         rewrite_request_headers(&mut headers, hop, None);
         assert_eq!(headers["cookie"], "a=1;b=2");
         assert_eq!(headers["accept"], "*/*");
@@ -376,19 +388,13 @@ mod tests {
     /// and those its Connection header names are dropped; end-to-end ones stay.
     #[test]
     fn response_hop_by_hop_headers_are_dropped() {
-        let mut headers = HeaderMap::new();
-        for (k, v) in [
+        let mut headers = headers_of(&[
             ("Connection", "X-Internal"),
             ("X-Internal", "1"),
             ("Transfer-Encoding", "chunked"),
             ("Upgrade", "h2c"),
             ("Content-Type", "text/plain"),
-        ] {
-            headers.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_static(v),
-            );
-        }
+        ]);
         strip_hop_by_hop(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["content-type"], "text/plain");
@@ -396,19 +402,16 @@ mod tests {
 
     #[test]
     fn an_upgrade_keeps_its_pair_and_a_trusted_chain_grows() {
-        let mut headers = HeaderMap::new();
-        headers.insert("connection", HeaderValue::from_static("Upgrade"));
-        headers.insert("upgrade", HeaderValue::from_static("websocket"));
-        headers.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let mut headers = headers_of(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ]);
         let protocol = upgrade_protocol(&headers);
         assert_eq!(protocol.as_ref().unwrap(), "websocket");
         let hop = Hop {
-            peer: "10.0.0.9".parse().unwrap(),
-            trusted_peer: true,
-            host: "abc.localhost".into(),
-            peer_value: HeaderValue::from_static("10.0.0.9"),
             scheme: "https",
-            strip_authorization: false,
+            ..hop_from("10.0.0.9", true)
         };
         rewrite_request_headers(&mut headers, hop, protocol.as_ref());
         assert_eq!(headers["connection"], "upgrade");
