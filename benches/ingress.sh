@@ -118,6 +118,12 @@ errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
 print(rps, ms("50%"), ms("99%"), errors.group(1) if errors else 0, cpu_seconds * 1e6 / requests)
 PY
 }
+# Warm-up, not measured: each path once for 2 s with the same load (the gateway opens its
+# kept upstream connections and its blocking threads, nginx its upstream keep-alives).
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$DIRECT_PORT/" >/dev/null
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s "http://127.0.0.1:$NGINX_PORT/" >/dev/null
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -H "Host: $HOST" -H "Authorization: Bearer $TOKEN" \
+  "http://127.0.0.1:$CORRAL_PORT/" >/dev/null
 # ROUNDS rounds, each measuring the three paths one after the other, so that load from
 # anything else on the machine falls on all three alike; the table shows each path's median
 # round and the ratios are taken within each round.
