@@ -28,6 +28,7 @@ pub mod agents;
 mod api;
 pub mod auth;
 pub mod config;
+mod connections;
 pub mod git_tokens;
 pub mod inference;
 pub mod ingress;

@@ -14,8 +14,9 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use crate::api::{AppState, router};
 use crate::auth::{AuthError, new_token, token_hash};
 use crate::config::{Config, LogFormat, Secret};
+use crate::connections;
 use crate::ingress::Ingress;
-use crate::ingress::front::MakeFront;
+use crate::ingress::front::Front;
 use crate::ingress::idle::Reaper;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::store::{Role, Store, StoreError};
@@ -159,28 +160,21 @@ async fn serve(mut config: Config, on_ready: impl FnOnce(&Ready)) -> Result<(), 
     let ingress = Ingress::new(store.clone(), runtime.clone(), config.clone());
     tokio::spawn(Reaper::new(ingress.clone()).run());
     let state = AppState::new(store, config, runtime.clone());
-    let app = MakeFront::new(ingress, router(state));
+    let front = Front::new(ingress, router(state));
     let shutdown = async move {
         signals.recv().await;
         runtime.begin_shutdown();
     };
     match listener {
-        // `tap_io` only so that axum hands the peer address to the handlers as for TCP.
-        Listening::Tls(tls) => axum::serve(tls.tap_io(|_| ()), app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(GatewayError::Serve)?,
+        Listening::Tls(tls) => connections::serve(tls, front, shutdown).await,
         // Responses go out as soon as they are written, as nginx's `tcp_nodelay` does: a
         // short answer never waits for the client's acknowledgement of the previous one.
-        Listening::Plain(tcp) => axum::serve(
-            tcp.tap_io(|stream| {
+        Listening::Plain(tcp) => {
+            let tcp = tcp.tap_io(|stream| {
                 let _ = stream.set_nodelay(true);
-            }),
-            app,
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(GatewayError::Serve)?,
+            });
+            connections::serve(tcp, front, shutdown).await
+        }
     }
     tracing::info!("gateway stopped");
     Ok(())

@@ -473,3 +473,42 @@ fn the_cli_creates_a_sandbox_with_a_custom_command_reached_at_its_url() {
         listing.body
     );
 }
+
+/// A client that opens connections and never finishes a request head (one trickles half a
+/// header, one sends nothing) is cut off after the gateway's header timeout instead of holding
+/// its connections for ever; the gateway serves everyone else meanwhile.
+#[test]
+fn a_client_that_never_finishes_its_request_head_is_disconnected() {
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let half_a_head = || {
+        let mut stream = TcpStream::connect(address(&gw)).unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x").unwrap();
+        stream
+    };
+    let silent = TcpStream::connect(address(&gw)).unwrap();
+    let trickling = half_a_head();
+    let (status, _) = get(&gw.api("/agents"), gw.printed_token.as_ref().unwrap());
+    assert_eq!(status, 200, "others are served while those wait");
+    for (what, mut stream) in [("silent", silent), ("half a head", trickling)] {
+        // Bounded only so that a regression fails instead of hanging: the gateway's limit is
+        // 30 s.
+        stream
+            .set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let ended = stream.read_to_end(&mut answer);
+        assert!(
+            ended.is_ok()
+                || ended
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{what}: the gateway closes the connection, not the read timeout: {ended:?}"
+        );
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{what}: nothing, or a 408, before the close: {answer}"
+        );
+    }
+}
