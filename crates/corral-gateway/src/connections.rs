@@ -26,9 +26,14 @@ use crate::ingress::front::{Front, Peer};
 /// do). Request and response bodies, SSE streams and WebSockets are not limited by it.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long connections get after a shutdown to finish the request in flight. A stream that
+/// never ends (an agent's event stream, which its web UI keeps open; a stalled upload) must
+/// not keep the gateway from exiting; what is still open then is cut.
+pub const DRAIN: Duration = Duration::from_secs(5);
+
 /// Serves every connection `listener` accepts until `shutdown` resolves; then stops
 /// accepting, lets each connection finish the request in flight and returns once all have
-/// closed (upgraded connections live on by themselves).
+/// closed or [`DRAIN`] has passed (upgraded connections live on by themselves).
 pub async fn serve<L>(mut listener: L, front: Front, shutdown: impl Future<Output = ()>)
 where
     L: Listener<Addr = SocketAddr>,
@@ -68,7 +73,13 @@ where
     drop(listener);
     drop(connections);
     let _ = closing.send(());
-    closing.closed().await;
+    if tokio::time::timeout(DRAIN, closing.closed()).await.is_err() {
+        tracing::info!(
+            connections = closing.receiver_count(),
+            "requests still in flight after {}s: cut",
+            DRAIN.as_secs()
+        );
+    }
 }
 
 fn log_end(ended: Result<(), hyper::Error>) {

@@ -207,3 +207,29 @@ fn sigint_also_exits_0() {
     let gw = start(root.path());
     assert_eq!(gw.stop_with("INT").code(), Some(0));
 }
+
+/// A request that never ends (here an upload that stalls; in use, an agent's event stream a
+/// browser keeps open) does not keep SIGTERM from stopping the gateway cleanly.
+#[test]
+fn sigterm_exits_0_while_a_request_is_stuck_in_flight() {
+    use std::io::Write;
+    let root = tempfile::tempdir().unwrap();
+    let gw = start(root.path());
+    let address = gw.api("").replace("http://", "");
+    let address = address.split('/').next().unwrap().to_owned();
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    stalled
+        .write_all(
+            b"POST /api/v1/login HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000\r\n\r\n{\"email\":",
+        )
+        .unwrap();
+    // The request has reached the gateway (a later one on another connection is answered).
+    assert_eq!(get(&gw.api("/me"), "nobody").0, 401);
+    let status = gw.terminate();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM must exit cleanly: {status:?}"
+    );
+}
