@@ -1,6 +1,7 @@
 //! One HTTP request the proxy can read (plain HTTP, or HTTPS it intercepts), from decision to
 //! upstream: the `http_request` decision, the git push guard, credential injection, and the
-//! request streamed on to the host it was allowed to reach.
+//! request streamed on to the host it was allowed to reach; a request to upgrade (WebSocket)
+//! that the host accepts becomes a byte stream both ways.
 //!
 //! Threat model: the request comes from the agent. Its target is the host the connection was
 //! decided for, never what its `Host` header claims (a different `Host` is refused, so an
@@ -18,8 +19,11 @@ use corral_policy::Action;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HOST, HeaderMap, HeaderName};
-use hyper::{Method, Request, Response};
+use hyper::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_TYPE, HOST, HeaderMap, HeaderName,
+    HeaderValue, UPGRADE,
+};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 
@@ -152,7 +156,8 @@ where
 {
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        // With upgrades: a 101 hands the connection over to `carry_upgraded`.
+        if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended");
         }
     });
@@ -172,7 +177,7 @@ pub async fn exchange(
 }
 
 async fn exchange_inner(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     upstream: &mut Upstream,
     credentials: &Credentials,
 ) -> Result<Response<Body>, Refusal> {
@@ -193,6 +198,10 @@ async fn exchange_inner(
             reasons: decision.reasons,
         });
     }
+    // A WebSocket (or other upgrade) asked for: decided like any request, then carried as
+    // bytes once the host agrees (101).
+    let upgrade = upgrade_protocol(request.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     parts.uri = parts
         .uri
@@ -202,6 +211,12 @@ async fn exchange_inner(
         .parse()
         .map_err(|_| Refusal::BadRequest("bad request target".into()))?;
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = upgrade {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, protocol);
+    }
     let authority = target.authority();
     parts.headers.insert(
         HOST,
@@ -221,13 +236,51 @@ async fn exchange_inner(
         body.boxed()
     };
     let sender = upstream.sender().await?;
-    let response = sender
+    let mut response = sender
         .send_request(Request::from_parts(parts, body))
         .await
         .map_err(|e| Refusal::Unreachable(format!("{}:{}: {e}", target.host, target.port)))?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = client_upgrade else {
+            return Err(Refusal::Unreachable(format!(
+                "{}:{} switched protocols without being asked to",
+                target.host, target.port
+            )));
+        };
+        let server = hyper::upgrade::on(&mut response);
+        tokio::spawn(carry_upgraded(client, server));
+        // The 101 keeps its Connection/Upgrade pair: it is what the client asked for.
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, reply::empty()));
+    }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` and `Upgrade: X`).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(UPGRADE).cloned()).flatten()
+}
+
+/// Carries an upgraded connection's bytes both ways until both sides end (the upstream side
+/// is metered where it was opened).
+async fn carry_upgraded(client: hyper::upgrade::OnUpgrade, server: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, server) {
+        Ok((client, server)) => {
+            let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
 }
 
 /// Refuses a request whose `Host` header, or absolute URI, names another host than the one

@@ -137,6 +137,7 @@ where
         .limits
         .http1_server()
         .serve_connection(TokioIo::new(client), service)
+        .with_upgrades()
         .await;
     if let Err(e) = served {
         tracing::debug!(error = %e, "intercepted connection ended");

@@ -530,3 +530,77 @@ fn a_handed_over_descriptor_that_is_not_a_listener_is_refused() {
     let response = proxy.exchange("CONNECT 127.0.0.2:22 HTTP/1.1\r\nHost: 127.0.0.2:22\r\n\r\n");
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
 }
+
+/// A server that answers a request asking to upgrade to `websocket` with 101 (after checking
+/// the request still asks for it), then echoes bytes.
+fn upgrading_echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let head = read_head(&mut reader).to_ascii_lowercase();
+                let mut writer = stream;
+                if !(head.contains("\r\nupgrade: websocket\r\n")
+                    && head.contains("\r\nconnection: upgrade\r\n"))
+                {
+                    let _ = writer.write_all(
+                        b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                writer
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\
+                          Upgrade: websocket\r\n\r\n",
+                    )
+                    .unwrap();
+                let _ = std::io::copy(&mut reader, &mut writer);
+            });
+        }
+    });
+    port
+}
+
+/// A WebSocket upgrade through the proxy (absolute-URI request; intercepted HTTPS takes the
+/// same path): decided as an `http_request`, the Upgrade pair reaches the host, its 101 comes
+/// back, and bytes then flow both ways.
+#[test]
+fn a_websocket_upgrade_is_decided_then_carried_both_ways() {
+    let port = upgrading_echo_server();
+    let proxy = Proxy::start(&format!("[network]\nallow = [\"127.0.0.1:{port}\"]\n"));
+    let mut stream = proxy.connect();
+    write!(
+        stream,
+        "GET http://127.0.0.1:{port}/socket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let head = read_head(&mut reader);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: websocket"),
+        "{head}"
+    );
+    for message in ["frame one", "frame two"] {
+        stream.write_all(message.as_bytes()).unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        reader.read_exact(&mut echoed).unwrap();
+        assert_eq!(echoed, message.as_bytes());
+    }
+    let verdicts: Vec<(String, String)> = proxy
+        .audit()
+        .iter()
+        .map(|e| (e.action.clone(), e.decision.clone()))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("http_request".to_string(), "allow".to_string()),
+            ("connect".to_string(), "allow".to_string())
+        ]
+    );
+}
