@@ -30,6 +30,7 @@ pub mod auth;
 pub mod config;
 mod connections;
 pub mod git_tokens;
+mod hop_by_hop;
 pub mod inference;
 pub mod ingress;
 pub mod public_url;

@@ -22,6 +22,7 @@ use super::by_kind;
 use super::meter::Meter;
 use super::upstream::{self, Destination};
 use super::{Inference, today};
+use crate::hop_by_hop;
 use crate::store::{
     Budget, Provider, ProviderKind, Sandbox, Store, StoreError, UsageRow, UsageTotals,
 };
@@ -32,8 +33,8 @@ const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// Header naming the policies that denied a request (as the egress proxy's).
 const DENY_HEADER: &str = "x-corral-deny";
 
-/// Request headers not passed to the provider: the agent's key (replaced), hop-by-hop
-/// headers, ones recomputed here, and `accept-encoding` (usage is read from the body, so it
+/// Request headers not passed to the provider besides hop-by-hop ones: the agent's key
+/// (replaced), ones recomputed here, and `accept-encoding` (usage is read from the body, so it
 /// must arrive uncompressed).
 const DROPPED_HEADERS: &[&str] = &[
     "authorization",
@@ -42,14 +43,6 @@ const DROPPED_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "accept-encoding",
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
 ];
 
 /// The router for sandbox `id`'s socket: every path goes to [`handle`].
@@ -466,9 +459,14 @@ fn upstream_headers(
     kind: ProviderKind,
     key: &str,
 ) -> Result<HeaderMap, Refused> {
+    let named_by_connection: Vec<String> = hop_by_hop::connection_tokens(from).collect();
     let mut headers = HeaderMap::new();
     for (name, value) in from {
-        if !DROPPED_HEADERS.contains(&name.as_str()) && !name.as_str().starts_with("x-corral-") {
+        let dropped = hop_by_hop::is_hop_by_hop(name)
+            || named_by_connection.iter().any(|n| n == name.as_str())
+            || DROPPED_HEADERS.contains(&name.as_str())
+            || name.as_str().starts_with("x-corral-");
+        if !dropped {
             headers.append(name.clone(), value.clone());
         }
     }
@@ -700,6 +698,9 @@ mod tests {
         );
         from.insert("anthropic-version", HeaderValue::from_static("2023-06-01"));
         from.insert("accept-encoding", HeaderValue::from_static("gzip"));
+        from.insert("connection", HeaderValue::from_static("keep-alive, x-hop"));
+        from.insert("x-hop", HeaderValue::from_static("1"));
+        from.insert("te", HeaderValue::from_static("trailers"));
         let anthropic =
             upstream_headers(&from, "api.example", ProviderKind::Anthropic, "real").unwrap();
         assert_eq!(anthropic["x-api-key"], "real");
@@ -708,6 +709,9 @@ mod tests {
             anthropic.get(AUTHORIZATION).is_none() && anthropic.get("accept-encoding").is_none()
         );
         assert_eq!(anthropic["anthropic-version"], "2023-06-01");
+        for hop in ["connection", "x-hop", "te"] {
+            assert!(anthropic.get(hop).is_none(), "{hop} is not passed on");
+        }
         let openai = upstream_headers(&from, "api.example", ProviderKind::OpenAi, "real").unwrap();
         assert_eq!(openai[AUTHORIZATION], "Bearer real");
         assert!(openai.get("x-api-key").is_none());

@@ -24,19 +24,8 @@ use super::activity::{Meter, Metered};
 use super::reply;
 use super::tickets::COOKIE;
 use super::upstream::Upstream;
+use crate::hop_by_hop::{self, connection_tokens};
 use crate::runtime::Runtime;
-
-/// Headers that describe one hop, never forwarded as they are.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
 
 /// Where a request goes: a connection to the sandbox's port, and how to make another.
 pub struct Destination<'a> {
@@ -134,7 +123,7 @@ pub async fn forward(
         return Response::from_parts(parts, Body::empty());
     }
     let (mut parts, incoming) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    hop_by_hop::strip(&mut parts.headers);
     let give_back = upstream.returner(meter.id.clone(), port, sender);
     Response::from_parts(
         parts,
@@ -149,59 +138,12 @@ fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
-/// The header names the Connection header lists.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = String> + '_ {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-}
-
-/// Removes hop-by-hop headers and those the Connection header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests and responses carry none: one pass over the names instead of a look-up
-    // for each of them (this runs twice for every proxied request).
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
-    }
-    let named: Vec<String> = connection_tokens(headers).collect();
-    for name in named {
-        if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    headers.remove(header::UPGRADE);
-}
-
-/// Whether `name` is one of [`HOP_BY_HOP`] or Upgrade (a string match: comparing with each
-/// `HeaderName` costs more).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 fn rewrite_request_headers(headers: &mut HeaderMap, hop: Hop, upgrade: Option<&HeaderValue>) {
-    strip_hop_by_hop(headers);
+    hop_by_hop::strip(headers);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol.clone());
@@ -395,7 +337,7 @@ mod tests {
             ("Upgrade", "h2c"),
             ("Content-Type", "text/plain"),
         ]);
-        strip_hop_by_hop(&mut headers);
+        hop_by_hop::strip(&mut headers);
         assert_eq!(headers.len(), 1, "{headers:?}");
         assert_eq!(headers["content-type"], "text/plain");
     }
