@@ -53,7 +53,7 @@ where
         let (front, peer) = (front.clone(), Peer::new(addr));
         let service = service_fn(move |request: hyper::Request<Incoming>| {
             let (front, peer) = (front.clone(), peer.clone());
-            async move { Ok::<_, Infallible>(front.handle(&peer, request.map(Body::new)).await) }
+            async move { Ok::<_, Infallible>(front.handle(peer, request.map(Body::new)).await) }
         });
         let connection = http
             .serve_connection(TokioIo::new(io), service)

@@ -222,6 +222,18 @@ pub fn post(url: &str, token: &str, body: Value) -> (u16, Value) {
     call("POST", url, Some(token), &[], Some(&body.to_string()))
 }
 
+/// Starts sandbox `id` through the API as `token` and asserts it is running; its JSON.
+pub fn start_sandbox(gw: &Gateway, token: &str, id: &str) -> Value {
+    let start = gw.api(&format!("/sandboxes/{id}/start"));
+    let (status, started) = call("POST", &start, Some(token), &[], None);
+    assert_eq!(
+        (status, &started["state"]),
+        (200, &json!("running")),
+        "{started}"
+    );
+    started
+}
+
 /// `DELETE url` with a bearer token.
 pub fn delete(url: &str, token: &str) -> (u16, Value) {
     call("DELETE", url, Some(token), &[], None)

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use base64::Engine as _;
-use corral_testkit::gateway::{SandboxReaper, call, get, post, sandbox_processes};
+use corral_testkit::gateway::{SandboxReaper, get, post, sandbox_processes, start_sandbox};
 use corral_testkit::{Gateway, GitServer};
 use serde_json::json;
 
@@ -70,18 +70,7 @@ fn a_repo_session_clones_and_pushes_with_a_token_it_never_sees() {
     );
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let (status, started) = call(
-        "POST",
-        &gw.api(&format!("/sandboxes/{id}/start")),
-        Some(&admin),
-        &[],
-        None,
-    );
-    assert_eq!(
-        (status, &started["state"]),
-        (200, &json!("running")),
-        "{started}"
-    );
+    start_sandbox(&gw, &admin, &id);
     assert!(
         server.authorizations_seen().contains(&expected),
         "the clone authenticated"

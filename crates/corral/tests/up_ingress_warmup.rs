@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use corral_testkit::Gateway;
-use corral_testkit::gateway::{SandboxReaper, call, post};
+use corral_testkit::gateway::{SandboxReaper, post, start_sandbox};
 use corral_testkit::ingress::{address, get_at};
 use serde_json::json;
 
@@ -30,18 +30,7 @@ fn a_request_right_after_start_waits_for_the_server_to_listen() {
         }),
     );
     assert_eq!(status, 201, "{created}");
-    let (status, started) = call(
-        "POST",
-        &gw.api("/sandboxes/slow/start"),
-        Some(&admin),
-        &[],
-        None,
-    );
-    assert_eq!(
-        (status, &started["state"]),
-        (200, &json!("running")),
-        "{started}"
-    );
+    start_sandbox(&gw, &admin, "slow");
 
     let port = address(&gw).rsplit(':').next().unwrap().to_owned();
     let answer = get_at(

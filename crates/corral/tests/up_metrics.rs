@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use corral_testkit::Gateway;
-use corral_testkit::gateway::{SandboxReaper, add_user, call, delete, post, sandbox_processes};
+use corral_testkit::gateway::{
+    SandboxReaper, add_user, call, delete, post, sandbox_processes, start_sandbox,
+};
 use corral_testkit::ingress::{address, get_at};
 use serde_json::json;
 
@@ -112,9 +114,7 @@ fn started_sandbox(gw: &Gateway, admin: &str, name: &str) -> String {
     );
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    let start = gw.api(&format!("/sandboxes/{id}/start"));
-    let (status, started) = call("POST", &start, Some(admin), &[], None);
-    assert_eq!((status, &started["state"]), (200, &json!("running")));
+    start_sandbox(gw, admin, &id);
     id
 }
 
@@ -158,10 +158,8 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
 
     let before = scrape(&gw, &admin);
     let id = started_sandbox(&gw, &admin, "metrics-egress");
-    let start = gw.api(&format!("/sandboxes/{id}/start"));
     // A second start finds it running: not a start.
-    let (status, started) = call("POST", &start, Some(&admin), &[], None);
-    assert_eq!((status, &started["state"]), (200, &json!("running")));
+    start_sandbox(&gw, &admin, &id);
 
     // Forwarded (absolute URI), tunnelled (CONNECT, spliced), and a denied CONNECT.
     let url = format!("http://127.0.0.1:{port}/big");
@@ -203,6 +201,7 @@ fn decisions_egress_bytes_starts_and_stops_are_counted() {
     assert_eq!((status, &stopped["state"]), (200, &json!("stopped")));
     let (status, _) = call("POST", &stop, Some(&admin), &[], None);
     assert_eq!(status, 200, "a second stop finds nothing to stop");
+    let start = gw.api(&format!("/sandboxes/{id}/start"));
     let (status, _) = call("POST", &start, Some(&admin), &[], None);
     assert_eq!(status, 200);
     let (status, deleted) = delete(&gw.api(&format!("/sandboxes/{id}?purge=true")), &admin);

@@ -31,14 +31,8 @@ impl Front {
     }
 
     /// Answers one request from the client at `peer`.
-    pub async fn handle(&self, peer: &Peer, request: Request) -> Response<Body> {
-        dispatch(
-            self.ingress.clone(),
-            peer.clone(),
-            request,
-            self.api.clone(),
-        )
-        .await
+    pub async fn handle(self, peer: Peer, request: Request) -> Response<Body> {
+        dispatch(self.ingress, peer, request, self.api).await
     }
 }
 

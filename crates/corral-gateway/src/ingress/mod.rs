@@ -237,13 +237,12 @@ async fn serve(
         kind: visit.kind,
     };
     meter.activity.touch(&sandbox.id);
-    let peer = visit.peer.addr.ip();
-    let trusted_peer = crate::auth::is_trusted_peer(peer, &ingress.config.trusted_proxies);
+    let trusted_peer =
+        crate::auth::is_trusted_peer(visit.peer.addr.ip(), &ingress.config.trusted_proxies);
     let hop = proxy::Hop {
-        peer,
+        peer: visit.peer.header,
         trusted_peer,
         host: visit.host,
-        peer_value: visit.peer.header,
         scheme: ingress.hosts.scheme(),
         strip_authorization: visitor.used_token,
     };

@@ -8,7 +8,6 @@
 //! with) never reach the sandbox; X-Forwarded-For/Proto/Host carry what the client sent, so
 //! an upstream Origin check (code-server's) sees the public host.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -39,14 +38,12 @@ pub struct Destination<'a> {
 
 /// What the request is and how the client reached the gateway.
 pub struct Hop {
-    /// The client's address.
-    pub peer: IpAddr,
     /// Whether the client is a trusted proxy (whose X-Forwarded-* are kept and extended).
     pub trusted_peer: bool,
     /// The Host the client asked for.
     pub host: String,
-    /// The client's address as a header value (made once per client connection).
-    pub peer_value: HeaderValue,
+    /// The client's IP address as a header value (made once per client connection).
+    pub peer: HeaderValue,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// Whether the request's Authorization header was corral's own (then it is removed).
@@ -158,11 +155,11 @@ fn rewrite_request_headers(headers: &mut HeaderMap, hop: Hop, upgrade: Option<&H
         .filter(|_| hop.trusted_peer);
     match prior {
         Some(prior) => {
-            let chain = format!("{prior}, {}", hop.peer);
-            set(headers, FORWARDED_FOR, chain);
+            let peer = hop.peer.to_str().unwrap_or_default();
+            set(headers, FORWARDED_FOR, format!("{prior}, {peer}"));
         }
         None => {
-            headers.insert(FORWARDED_FOR, hop.peer_value);
+            headers.insert(FORWARDED_FOR, hop.peer);
         }
     }
     if !(hop.trusted_peer && headers.contains_key(&FORWARDED_PROTO)) {
@@ -249,10 +246,9 @@ mod tests {
     /// A plain-HTTP hop from `peer` to `abc.localhost`, with no corral token to strip.
     fn hop_from(peer: &'static str, trusted_peer: bool) -> Hop {
         Hop {
-            peer: peer.parse().unwrap(),
+            peer: HeaderValue::from_static(peer),
             trusted_peer,
             host: "abc.localhost".into(),
-            peer_value: HeaderValue::from_static(peer),
             scheme: "http",
             strip_authorization: false,
         }

@@ -167,13 +167,7 @@ enum Opened {
 /// Asks the supervisor behind `socket` for a connection to `port`: the connected socket
 /// itself, or, from a supervisor that does not hand sockets over, a relayed stream.
 async fn open(socket: &Path, port: u16) -> Result<Opened, UpstreamError> {
-    let mut stream = UnixStream::connect(socket)
-        .await
-        .map_err(UpstreamError::Socket)?;
-    stream
-        .write_all(format!("{port} fd\n").as_bytes())
-        .await
-        .map_err(UpstreamError::Socket)?;
+    let stream = ask(socket, &format!("{port} fd\n")).await?;
     let handoff::Received { data, fds } = handoff::receive(&stream, 256)
         .await
         .map_err(UpstreamError::Socket)?;
@@ -196,11 +190,16 @@ async fn open(socket: &Path, port: u16) -> Result<Opened, UpstreamError> {
 
 /// Connects to the ingress socket and names the port, for a relayed byte stream.
 async fn relayed(socket: &Path, port: u16) -> Result<UnixStream, UpstreamError> {
+    ask(socket, &format!("{port}\n")).await
+}
+
+/// Connects to the ingress socket and sends `line` (a port, and what is wanted of it).
+async fn ask(socket: &Path, line: &str) -> Result<UnixStream, UpstreamError> {
     let mut stream = UnixStream::connect(socket)
         .await
         .map_err(UpstreamError::Socket)?;
     stream
-        .write_all(format!("{port}\n").as_bytes())
+        .write_all(line.as_bytes())
         .await
         .map_err(UpstreamError::Socket)?;
     Ok(stream)

@@ -77,11 +77,8 @@ pub(super) async fn open(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-) -> Response {
-    let s = match openable(&state, &viewer, id).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+) -> Result<Response, Response> {
+    let s = openable(&state, &viewer, id).await?;
     // Someone it is shared with opens its page, which wakes it: they do not start it.
     let shared = s.owner_id != viewer.user.id && !viewer.is_admin();
     let body = html! {
@@ -106,12 +103,12 @@ pub(super) async fn open(
             pre.log #open-log hidden {}
         }
     };
-    viewer.with_cookie(html(layout::page(
+    Ok(viewer.with_cookie(html(layout::page(
         Some(&viewer),
         "Opening",
         &["open.js"],
         body,
-    )))
+    ))))
 }
 
 /// `GET /sessions/{id}/terminal`: xterm.js over the attach WebSocket.
@@ -119,11 +116,8 @@ pub(super) async fn terminal(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-) -> Response {
-    let s = match visible(&state, &viewer, id).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+) -> Result<Response, Response> {
+    let s = visible(&state, &viewer, id).await?;
     let body = html! {
         (heading(&s, "Terminal"))
         p.status #terminal-status role="status" aria-live="polite" { "Connecting…" }
@@ -146,7 +140,7 @@ pub(super) async fn terminal(
         "addon-canvas.js",
         "terminal.js",
     ];
-    viewer.with_cookie(html(layout::page(Some(&viewer), "Terminal", &assets, body)))
+    Ok(viewer.with_cookie(html(layout::page(Some(&viewer), "Terminal", &assets, body))))
 }
 
 /// `GET /sessions/{id}/activity`: the sandbox's policy decisions, live (activity.js reads
@@ -155,11 +149,8 @@ pub(super) async fn activity(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-) -> Response {
-    let s = match visible(&state, &viewer, id).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+) -> Result<Response, Response> {
+    let s = visible(&state, &viewer, id).await?;
     let file = state.config.profiles.get(&s.profile).cloned();
     let name = s.profile.clone();
     let profile = tokio::task::spawn_blocking(move || match file {
@@ -202,12 +193,12 @@ pub(super) async fn activity(
             }
         }
     };
-    viewer.with_cookie(html(layout::page(
+    Ok(viewer.with_cookie(html(layout::page(
         Some(&viewer),
         "Activity",
         &["activity.js"],
         body,
-    )))
+    ))))
 }
 
 /// `GET /sessions/{id}/sharing`: who else may open the session, and a form to share it with
@@ -216,11 +207,8 @@ pub(super) async fn sharing(
     State(state): State<AppState>,
     viewer: Viewer,
     Path(id): Path<String>,
-) -> Response {
-    let s = match visible(&state, &viewer, id).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
+) -> Result<Response, Response> {
+    let s = visible(&state, &viewer, id).await?;
     let body = html! {
         (heading(&s, "Sharing"))
         section.card #sharing data-sandbox=(s.id) {
@@ -244,10 +232,10 @@ pub(super) async fn sharing(
             p.error #share-error role="alert" hidden {}
         }
     };
-    viewer.with_cookie(html(layout::page(
+    Ok(viewer.with_cookie(html(layout::page(
         Some(&viewer),
         "Sharing",
         &["share.js"],
         body,
-    )))
+    ))))
 }
